@@ -1,0 +1,1 @@
+"""Jinja templates of the start-task script (package data for `bootstrap`)."""
