@@ -1,0 +1,28 @@
+"""Task command lines: run the user's command under bash with the runtime's env.sh sourced.
+
+Batch runs a Linux task's command line without a shell, so every task the launcher creates
+goes through `wrap_command`, which returns ``/bin/bash -c '<script>'`` quoted so that a
+shlex split (what Batch and the emulator do) yields exactly three words.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+# Relative to $AZ_BATCH_NODE_SHARED_DIR; written by the start task (see render.py).
+ENV_FILE = "batchlaunch/env.sh"
+
+
+def wrap_command(command: str) -> str:
+    """The Batch command line for `command` (a bash command string) with env.sh sourced."""
+    if "\x00" in command:
+        raise ValueError("a task command must not contain NUL bytes")
+    if not command.strip():
+        raise ValueError("a task command must not be empty")
+    script = (
+        f'BL_ENV="${{AZ_BATCH_NODE_SHARED_DIR:-}}/{ENV_FILE}"\n'
+        'if [ -f "$BL_ENV" ]; then . "$BL_ENV"; fi\n'
+        "unset BL_ENV\n"
+        f"{command}"
+    )
+    return "/bin/bash -c " + shlex.quote(script)
