@@ -1,0 +1,1206 @@
+"""`Client`: the pool, job and task operations the CLI and the Python API use.
+
+It covers what users of a ``CloudClient`` expect (pools with autoscale, images, containers,
+blob mounts; jobs with dependencies, retries and logs to blob; tasks one at a time or in
+bulk; monitoring) on top of the official azure-batch SDK. Request bodies are built as the
+REST wire format (plain dicts wrapped in the SDK models), so what is sent is exactly what
+this module says. Creating what exists with the same spec is not an error.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import re
+import shlex
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from launcher.batch import BatchConnection, auth_error_message, connect
+from launcher.errors import UserError
+from launcher.images import CATALOG, alias_for, resolve_image
+from launcher.storage import Store, check_blob_name, check_container_name, open_store
+
+SPEC_METADATA = "batchlaunch-spec"
+LOGS_METADATA = "batchlaunch-logs"
+INT_IDS_METADATA = "batchlaunch-int-ids"
+START_SCRIPT_NAME = "batchlaunch-start.sh"
+#: SAS lifetime for what pools read on every node start (start script, mounts): nodes join
+#: autoscale pools long after creation. Seven days is the user-delegation SAS maximum.
+POOL_SAS_EXPIRY = timedelta(days=7)
+#: Jobs without a wall-clock limit get output SAS for this long.
+DEFAULT_JOB_SAS_EXPIRY = timedelta(days=7)
+SAS_MARGIN = timedelta(hours=1)
+
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_MOUNT_TARGET = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_BLOBFUSE_CACHE = "-o attr_timeout=240 -o entry_timeout=240 -o negative_timeout=120"
+_BLOBFUSE_NO_CACHE = "-o direct_io"
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _translate_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn credential and connection failures into one-line `UserError`s."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        from azure.core.exceptions import (
+            ClientAuthenticationError,
+            HttpResponseError,
+            ServiceRequestError,
+        )
+
+        self = args[0]
+        endpoint = getattr(getattr(self, "_conn", None), "endpoint", "the Batch endpoint")
+        try:
+            return fn(*args, **kwargs)
+        except ClientAuthenticationError as exc:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "refused"
+            raise UserError(auth_error_message(endpoint, detail)) from None
+        except ServiceRequestError as exc:
+            raise UserError(
+                f"[batch] endpoint: cannot reach {endpoint} ({type(exc).__name__}); check the "
+                "endpoint and your network (for the emulator, `batchlaunch emulator serve`)"
+            ) from None
+        except HttpResponseError as exc:
+            if exc.status_code == 403 and getattr(exc.error, "code", "") == "AuthenticationFailed":
+                raise UserError(auth_error_message(endpoint, "AuthenticationFailed")) from None
+            raise
+
+    return wrapper
+
+
+def _check_id(kind: str, value: str) -> str:
+    if not isinstance(value, str) or not _ID.match(value):
+        raise UserError(
+            f"[{kind}] id: {value!r} is not a valid Batch id; use 1-64 letters, digits, "
+            "hyphens and underscores"
+        )
+    return value
+
+
+def _duration(minutes: float) -> str:
+    return f"PT{round(minutes * 60)}S"
+
+
+def _strip_query(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def _canonical(value: Any) -> Any:
+    """The spec without secrets or expiring parts, for comparing pools across runs."""
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if k in ("sasKey", "metadata"):
+                continue
+            if k in ("httpUrl", "storageContainerUrl", "containerUrl") and isinstance(v, str):
+                out[k] = _strip_query(v)
+            else:
+                out[k] = _canonical(v)
+        return out
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def spec_hash(body: Mapping[str, Any]) -> str:
+    """A stable digest of a pool body: equal for the same spec, whatever the SAS tokens."""
+    text = json.dumps(_canonical(body), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _default_formula(max_nodes: int) -> str:
+    """`launcher.autoscale.default_formula` when present, else a minimal equivalent."""
+    try:
+        from launcher.autoscale import default_formula
+    except ImportError:
+        default_formula = None
+    if default_formula is not None:
+        return str(default_formula(max_nodes))
+    # Interim formula (until launcher.autoscale lands): follow pending tasks, cap, drain.
+    return (
+        "$pending = max(0, $PendingTasks.GetSample(1));\n"
+        "$slots = max(1, $TaskSlotsPerNode);\n"
+        "$wanted = $pending > 0 ? ($pending + $slots - 1) / $slots : 0;\n"
+        f"$TargetDedicatedNodes = max(0, min({int(max_nodes)}, $wanted));\n"
+        "$NodeDeallocationOption = taskcompletion;"
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Specs
+
+
+@dataclass
+class PoolSpec:
+    """What a pool is made of; defaults follow DESIGN.md's ``[pool]`` table."""
+
+    id: str
+    vm_size: str = "standard_d2s_v3"
+    dedicated_nodes: int = 1
+    low_priority_nodes: int = 0
+    task_slots_per_node: int = 1
+    scheduling: str = "spread"  # spread | pack
+    autoscale: bool = False
+    max_autoscale_nodes: int = 3
+    autoscale_formula: str | None = None
+    autoscale_interval_minutes: int = 15
+    availability_zones: str = "regional"  # regional | zonal
+    image: str | Mapping[str, Any] | None = None
+    container_image: str | None = None
+    container_registry: Mapping[str, Any] | None = None
+    mounts: Sequence[str | Mapping[str, str]] = ()
+    cache_blobfuse: bool = True
+    start_task_environment: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: Any, **overrides: Any) -> PoolSpec:
+        """From the params model's ``[pool]`` (attributes with these names), then overrides."""
+        values: dict[str, Any] = {}
+        for name in cls.__dataclass_fields__:
+            if settings is not None and getattr(settings, name, None) is not None:
+                values[name] = getattr(settings, name)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = set(values) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise TypeError(f"unknown pool settings: {sorted(unknown)}")
+        if "id" not in values:
+            raise UserError("[pool] id: missing; set [pool] id in the parameter file")
+        return cls(**values)
+
+    def validate(self) -> None:
+        _check_id("pool", self.id)
+        if not isinstance(self.vm_size, str) or not re.match(r"^[A-Za-z0-9_]+$", self.vm_size):
+            raise UserError(f"[pool] vm_size: {self.vm_size!r} is not a VM size name")
+        for key in ("dedicated_nodes", "low_priority_nodes"):
+            if int(getattr(self, key)) < 0:
+                raise UserError(f"[pool] {key}: must be >= 0")
+        if not 1 <= int(self.task_slots_per_node) <= 256:
+            raise UserError("[pool] task_slots_per_node: must be between 1 and 256")
+        if self.scheduling not in ("spread", "pack"):
+            raise UserError(f'[pool] scheduling: {self.scheduling!r}; use "spread" or "pack"')
+        if self.availability_zones not in ("regional", "zonal"):
+            raise UserError(
+                f'[pool] availability_zones: {self.availability_zones!r}; use "regional" or "zonal"'
+            )
+        if self.autoscale:
+            if int(self.max_autoscale_nodes) < 1:
+                raise UserError("[pool] max_autoscale_nodes: must be >= 1")
+            if not 5 <= int(self.autoscale_interval_minutes) <= 10080:
+                raise UserError(
+                    "[pool] autoscale_interval_minutes: must be between 5 and 10080 (168 h)"
+                )
+        elif self.dedicated_nodes == 0 and self.low_priority_nodes == 0:
+            pass  # an empty fixed pool is legal (resize later)
+        for name in self.start_task_environment:
+            if not _ENV_NAME.match(name):
+                raise UserError(f"[pool] environment: {name!r} is not a variable name")
+
+    def mount_list(self) -> list[tuple[str, str]]:
+        """(container, relative mount path) pairs from strings or {source, target} tables."""
+        result = []
+        for item in self.mounts:
+            if isinstance(item, str):
+                source, target = item, item
+            elif (
+                isinstance(item, Mapping) and set(item) <= {"source", "target"} and "source" in item
+            ):
+                source, target = str(item["source"]), str(item.get("target") or item["source"])
+            else:
+                raise UserError(
+                    f"[pool] mounts: {item!r}; use a container name or "
+                    '{source = "container", target = "name"}'
+                )
+            check_container_name(source)
+            if not _MOUNT_TARGET.match(target):
+                raise UserError(
+                    f"[pool] mounts: target {target!r} must be a simple name (letters, digits, "
+                    "- and _); it is mounted under $AZ_BATCH_NODE_MOUNTS_DIR"
+                )
+            result.append((source, target))
+        targets = [t for _, t in result]
+        if len(set(targets)) != len(targets):
+            raise UserError(f"[pool] mounts: targets repeat: {targets}; give each its own target")
+        return result
+
+
+@dataclass
+class TaskSpec:
+    """One task for `Client.add_tasks` (same meaning as `Client.add_task`'s arguments)."""
+
+    command: str
+    task_id: str | None = None
+    name_suffix: str = ""
+    depends_on: Sequence[str] = ()
+    depends_on_range: tuple[int, int] | None = None
+    run_dependents_on_failure: bool = False
+    container_image: str | None = None
+    timeout_minutes: float | None = None
+    max_retries: int | None = None
+    resource_files: Sequence[Mapping[str, Any]] = ()
+    output_files: Sequence[Mapping[str, Any]] = ()
+    environment: Mapping[str, str] = field(default_factory=dict)
+    shell: bool = True
+
+
+@dataclass
+class PoolInfo:
+    """A pool as `show_pool` reports it."""
+
+    id: str
+    state: str
+    allocation_state: str
+    vm_size: str
+    dedicated_nodes: int
+    low_priority_nodes: int
+    target_dedicated_nodes: int
+    target_low_priority_nodes: int
+    autoscale: bool
+    autoscale_formula: str | None
+    task_slots_per_node: int
+    node_states: dict[str, int] = field(default_factory=dict)
+    created: bool = False  # set by create_pool: False when an identical pool existed
+
+
+@dataclass(frozen=True)
+class TaskCounts:
+    """A job's task counts from one task-counts request."""
+
+    active: int
+    running: int
+    completed: int
+    succeeded: int
+    failed: int
+
+    @property
+    def total(self) -> int:
+        return self.active + self.running + self.completed
+
+    @property
+    def done(self) -> bool:
+        return self.total > 0 and self.active == 0 and self.running == 0
+
+
+@dataclass
+class JobSummary:
+    """What `monitor_job` returns."""
+
+    job_id: str
+    counts: TaskCounts
+    elapsed_seconds: float
+    timed_out: bool
+    polls: int
+
+    @property
+    def succeeded(self) -> bool:
+        return self.counts.done and self.counts.failed == 0 and not self.timed_out
+
+
+@dataclass
+class FailedTask:
+    """A task that completed with a failure, with the tail of its stderr."""
+
+    task_id: str
+    exit_code: int | None
+    failure: str
+    stderr_tail: str
+
+
+@dataclass
+class SupportedImage:
+    """One row of `list_available_images`."""
+
+    alias: str | None
+    publisher: str
+    offer: str
+    sku: str
+    version: str
+    node_agent_sku_id: str
+    os: str
+    verification: str
+    capabilities: list[str]
+
+
+# --------------------------------------------------------------------------------------
+# The client
+
+
+class Client:
+    """Batch operations with the parameter file's settings as defaults.
+
+    ``Client("params.toml")`` reads the file with `launcher.params`; ``Client(params_obj)``
+    takes a loaded model; ``Client(batch=..., store=...)`` takes explicit parts (tests, API).
+    """
+
+    def __init__(
+        self,
+        params: str | Path | Any | None = None,
+        *,
+        batch: BatchConnection | None = None,
+        store: Store | None = None,
+        progress_console: Any = None,
+    ) -> None:
+        if isinstance(params, str | Path):
+            from launcher import params as params_module
+
+            loader = getattr(params_module, "load_params", None) or params_module.load
+            params = loader(Path(params))
+        self.params = params
+        self._conn = batch
+        self._store = store
+        self._console = progress_console
+        self._job_meta: dict[str, dict[str, str]] = {}
+        self._counters: dict[str, int] = {}
+
+    # Parts ------------------------------------------------------------------------------
+
+    @property
+    def conn(self) -> BatchConnection:
+        if self._conn is None:
+            self._conn = connect(getattr(self.params, "batch", None))
+        return self._conn
+
+    @property
+    def batch(self) -> Any:
+        """The `azure.batch.BatchClient`."""
+        return self.conn.client
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            settings = getattr(self.params, "storage", None)
+            self._store = open_store(
+                getattr(settings, "url", None) or "local",
+                getattr(settings, "container", None) or "batchlaunch",
+            )
+            self._store.ensure_container()
+        return self._store
+
+    def _pool_id(self, pool_id: str | None) -> str:
+        value = pool_id or getattr(getattr(self.params, "pool", None), "id", None)
+        if not value:
+            raise UserError("[pool] id: missing; set [pool] id in the parameter file")
+        return _check_id("pool", value)
+
+    def _job_id(self, job_id: str | None) -> str:
+        value = job_id or getattr(getattr(self.params, "job", None), "id", None)
+        if not value:
+            raise UserError("[job] id: missing; set [job] id in the parameter file")
+        return _check_id("job", value)
+
+    # Resources ----------------------------------------------------------------------------
+
+    def resource_file(
+        self,
+        source: Path | str | bytes,
+        file_path: str | None = None,
+        *,
+        expiry: timedelta = DEFAULT_JOB_SAS_EXPIRY,
+        file_mode: str | None = None,
+    ) -> dict[str, str]:
+        """Upload content-addressed (skipped when unchanged) and return a ResourceFile."""
+        if isinstance(source, bytes):
+            if not file_path:
+                raise ValueError("resource_file(bytes) needs file_path")
+            blob = self.store.put_content_addressed(source, Path(file_path).name)
+        else:
+            blob = self.store.put_content_addressed(Path(source))
+            file_path = file_path or Path(source).name
+        check_blob_name(file_path)
+        entry = {"httpUrl": self.store.read_url(blob, expiry), "filePath": file_path}
+        if file_mode:
+            entry["fileMode"] = file_mode
+        return entry
+
+    def output_file(
+        self,
+        pattern: str,
+        blob_path: str,
+        *,
+        container: str | None = None,
+        condition: str = "taskcompletion",
+        expiry: timedelta = DEFAULT_JOB_SAS_EXPIRY,
+    ) -> dict[str, Any]:
+        """An OutputFile uploading ``pattern`` to ``blob_path`` with a create+write SAS."""
+        if condition not in ("tasksuccess", "taskfailure", "taskcompletion"):
+            raise ValueError(f"unknown upload condition {condition!r}")
+        store = self.store if container is None else self.store.for_container(container)
+        return {
+            "filePattern": pattern,
+            "destination": {
+                "container": {"containerUrl": store.container_write_url(expiry), "path": blob_path}
+            },
+            "uploadOptions": {"uploadCondition": condition},
+        }
+
+    # Pools --------------------------------------------------------------------------------
+
+    def pool_body(self, spec: PoolSpec, start_script: str | None = None) -> dict[str, Any]:
+        """The REST body of a pool create request (uploads the start script if given)."""
+        spec.validate()
+        container = bool(spec.container_image)
+        reference, agent = resolve_image(spec.image, containers=container)
+        vm: dict[str, Any] = {
+            "imageReference": reference,
+            "nodeAgentSKUId": agent,
+            "nodePlacementConfiguration": {"policy": spec.availability_zones},
+        }
+        if container:
+            cc: dict[str, Any] = {
+                "type": "dockerCompatible",
+                "containerImageNames": [str(spec.container_image)],
+            }
+            if spec.container_registry:
+                cc["containerRegistries"] = [dict(spec.container_registry)]
+            vm["containerConfiguration"] = cc
+        body: dict[str, Any] = {
+            "id": spec.id,
+            "vmSize": spec.vm_size.lower(),
+            "virtualMachineConfiguration": vm,
+            "taskSlotsPerNode": int(spec.task_slots_per_node),
+            "taskSchedulingPolicy": {"nodeFillType": spec.scheduling},
+        }
+        if spec.autoscale:
+            body["enableAutoScale"] = True
+            body["autoScaleFormula"] = spec.autoscale_formula or _default_formula(
+                int(spec.max_autoscale_nodes)
+            )
+            body["autoScaleEvaluationInterval"] = _duration(spec.autoscale_interval_minutes)
+        else:
+            body["enableAutoScale"] = False
+            body["targetDedicatedNodes"] = int(spec.dedicated_nodes)
+            body["targetLowPriorityNodes"] = int(spec.low_priority_nodes)
+        mounts = spec.mount_list()
+        if mounts:
+            options = _BLOBFUSE_CACHE if spec.cache_blobfuse else _BLOBFUSE_NO_CACHE
+            body["mountConfiguration"] = []
+            for source, target in mounts:
+                account, sas = self.store.for_container(source).mount_credentials(POOL_SAS_EXPIRY)
+                body["mountConfiguration"].append(
+                    {
+                        "azureBlobFileSystemConfiguration": {
+                            "accountName": account,
+                            "containerName": source,
+                            "sasKey": sas,
+                            "relativeMountPath": target,
+                            "blobfuseOptions": options,
+                        }
+                    }
+                )
+        if start_script is not None:
+            blob = self.store.put_content_addressed(start_script.encode(), START_SCRIPT_NAME)
+            start: dict[str, Any] = {
+                "commandLine": f"/bin/bash {START_SCRIPT_NAME}",
+                "resourceFiles": [
+                    {
+                        "httpUrl": self.store.read_url(blob, POOL_SAS_EXPIRY),
+                        "filePath": START_SCRIPT_NAME,
+                        "fileMode": "0755",
+                    }
+                ],
+                "userIdentity": {"autoUser": {"scope": "pool", "elevationLevel": "admin"}},
+                "waitForSuccess": True,
+                "maxTaskRetryCount": 1,
+            }
+            if spec.start_task_environment:
+                start["environmentSettings"] = [
+                    {"name": k, "value": str(v)} for k, v in spec.start_task_environment.items()
+                ]
+            body["startTask"] = start
+        body["metadata"] = [{"name": SPEC_METADATA, "value": spec_hash(body)}]
+        return body
+
+    @_translate_errors
+    def create_pool(
+        self,
+        pool_id: str | None = None,
+        *,
+        spec: PoolSpec | None = None,
+        start_script: str | None = None,
+        replace_existing: bool = False,
+        wait_timeout: float = 600.0,
+        **settings: Any,
+    ) -> PoolInfo:
+        """Create the pool; an identical existing pool is fine, a different one an error.
+
+        ``settings`` are `PoolSpec` fields overriding the parameter file's ``[pool]``.
+        ``start_script`` (rendered by `bootstrap`) ships as a resource file run by bash as
+        admin; the pool waits for it. ``replace_existing`` deletes a different pool first.
+        """
+        from azure.batch import models
+        from azure.core.exceptions import ResourceExistsError
+
+        if spec is None:
+            if pool_id is not None:
+                settings["id"] = pool_id
+            spec = PoolSpec.from_settings(getattr(self.params, "pool", None), **settings)
+        body = self.pool_body(spec, start_script)
+        wanted = body["metadata"][0]["value"]
+        for _attempt in range(3):
+            existing = self._get_pool(spec.id)
+            if existing is not None and existing.get("state") == "deleting":
+                self._wait_pool_gone(spec.id, wait_timeout)
+                existing = None
+            if existing is not None:
+                if _metadata(existing).get(SPEC_METADATA) == wanted:
+                    info = self._pool_info(existing)
+                    info.created = False
+                    return info
+                if not replace_existing:
+                    raise UserError(
+                        f"[pool] id: pool {spec.id!r} exists with a different spec"
+                        f"{_describe_difference(existing, body)}; delete it "
+                        "(`batchlaunch pool delete PARAMS`), pass replace_existing=True, or "
+                        "choose another [pool] id"
+                    )
+                self.delete_pool(spec.id, wait=True, timeout=wait_timeout)
+            try:
+                self.batch.create_pool(models.BatchPoolCreateOptions(body))
+            except ResourceExistsError:
+                continue  # created concurrently (or being deleted): look again
+            created = self._get_pool(spec.id)
+            if created is None:
+                raise UserError(f"[pool] id: pool {spec.id!r} vanished right after creation")
+            info = self._pool_info(created)
+            info.created = True
+            return info
+        raise UserError(f"[pool] id: pool {spec.id!r} keeps changing under us; try again")
+
+    def _get_pool(self, pool_id: str) -> dict[str, Any] | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return dict(self.batch.get_pool(pool_id).as_dict())
+        except ResourceNotFoundError:
+            return None
+
+    def _wait_pool_gone(self, pool_id: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self._get_pool(pool_id) is not None:
+            if time.monotonic() > deadline:
+                raise UserError(
+                    f"[pool] id: pool {pool_id!r} is still being deleted after {timeout:.0f} s; "
+                    "wait and retry"
+                )
+            time.sleep(self.conn.polling_interval)
+
+    def _pool_info(self, pool: Mapping[str, Any]) -> PoolInfo:
+        return PoolInfo(
+            id=str(pool.get("id")),
+            state=str(pool.get("state", "")),
+            allocation_state=str(pool.get("allocationState", "")),
+            vm_size=str(pool.get("vmSize", "")),
+            dedicated_nodes=int(pool.get("currentDedicatedNodes") or 0),
+            low_priority_nodes=int(pool.get("currentLowPriorityNodes") or 0),
+            target_dedicated_nodes=int(pool.get("targetDedicatedNodes") or 0),
+            target_low_priority_nodes=int(pool.get("targetLowPriorityNodes") or 0),
+            autoscale=bool(pool.get("enableAutoScale")),
+            autoscale_formula=pool.get("autoScaleFormula"),
+            task_slots_per_node=int(pool.get("taskSlotsPerNode") or 1),
+        )
+
+    @_translate_errors
+    def get_pool(self, pool_id: str | None = None) -> dict[str, Any] | None:
+        """The pool as the service returns it (REST field names), or None."""
+        return self._get_pool(self._pool_id(pool_id))
+
+    @_translate_errors
+    def show_pool(self, pool_id: str | None = None) -> PoolInfo:
+        """State, sizes and node states of a pool; `UserError` when it does not exist."""
+        pool_id = self._pool_id(pool_id)
+        pool = self._get_pool(pool_id)
+        if pool is None:
+            raise UserError(
+                f"[pool] id: pool {pool_id!r} not found; create it with "
+                "`batchlaunch pool create PARAMS`"
+            )
+        info = self._pool_info(pool)
+        for node in self.batch.list_nodes(pool_id):
+            state = str(node.state)
+            info.node_states[state] = info.node_states.get(state, 0) + 1
+        return info
+
+    @_translate_errors
+    def delete_pool(
+        self, pool_id: str | None = None, *, wait: bool = False, timeout: float = 600.0
+    ) -> bool:
+        """Delete a pool; False when there was none. ``wait`` until it is gone."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        pool_id = self._pool_id(pool_id)
+        try:
+            # The SDK's poller is not used to wait: it swallows errors (BATCH-NOTES.md).
+            self.batch.begin_delete_pool(pool_id, polling_interval=self.conn.polling_interval)
+        except ResourceNotFoundError:
+            return False
+        if wait:
+            self._wait_pool_gone(pool_id, timeout)
+        return True
+
+    @_translate_errors
+    def resize_pool(
+        self,
+        pool_id: str | None = None,
+        *,
+        dedicated_nodes: int | None = None,
+        low_priority_nodes: int | None = None,
+        wait: bool = False,
+        timeout: float = 600.0,
+    ) -> PoolInfo:
+        """Set a fixed pool's target node counts (unchanged counts keep their value)."""
+        from azure.batch import models
+
+        pool_id = self._pool_id(pool_id)
+        pool = self._get_pool(pool_id)
+        if pool is None:
+            raise UserError(f"[pool] id: pool {pool_id!r} not found; create it first")
+        if pool.get("enableAutoScale"):
+            raise UserError(
+                f"[pool] autoscale: pool {pool_id!r} autoscales, so it cannot be resized by hand; "
+                "change max_autoscale_nodes or the formula instead"
+            )
+        dedicated = pool.get("targetDedicatedNodes") if dedicated_nodes is None else dedicated_nodes
+        low = (
+            pool.get("targetLowPriorityNodes") if low_priority_nodes is None else low_priority_nodes
+        )
+        if int(dedicated or 0) < 0 or int(low or 0) < 0:
+            raise UserError("[pool] dedicated_nodes/low_priority_nodes: must be >= 0")
+        options = models.BatchPoolResizeOptions(
+            {"targetDedicatedNodes": int(dedicated or 0), "targetLowPriorityNodes": int(low or 0)}
+        )
+        self.batch.begin_resize_pool(pool_id, options, polling_interval=self.conn.polling_interval)
+        deadline = time.monotonic() + timeout
+        while True:
+            current = self._get_pool(pool_id) or {}
+            if not wait or current.get("allocationState") == "steady":
+                return self._pool_info(current or pool)
+            if time.monotonic() > deadline:
+                raise UserError(f"[pool] pool {pool_id!r} still resizing after {timeout:.0f} s")
+            time.sleep(self.conn.polling_interval)
+
+    @_translate_errors
+    def list_available_images(self, os: str | None = None) -> list[SupportedImage]:
+        """Images the Batch account supports (with our alias where one exists)."""
+        if os is not None and os.lower() not in ("linux", "windows"):
+            raise UserError(f"--os: {os!r}; use linux or windows")
+        rows = []
+        for item in self.batch.list_supported_images():
+            data = item.as_dict()
+            ref = data.get("imageReference") or {}
+            os_type = str(data.get("osType", "")).lower()
+            if os is not None and os_type != os.lower():
+                continue
+            agent = str(data.get("nodeAgentSKUId", ""))
+            rows.append(
+                SupportedImage(
+                    alias=alias_for(ref, agent),
+                    publisher=str(ref.get("publisher", "")),
+                    offer=str(ref.get("offer", "")),
+                    sku=str(ref.get("sku", "")),
+                    version=str(ref.get("version", "latest")),
+                    node_agent_sku_id=agent,
+                    os=os_type,
+                    verification=str(data.get("verificationType", "")),
+                    capabilities=[str(c) for c in data.get("capabilities") or []],
+                )
+            )
+        return rows
+
+    # Jobs ---------------------------------------------------------------------------------
+
+    @_translate_errors
+    def create_job(
+        self,
+        job_id: str | None = None,
+        pool_id: str | None = None,
+        *,
+        uses_deps: bool = True,
+        save_logs_to_blob: str | bool | None = None,
+        logs_folder: str = "stdout_stderr",
+        task_retries: int = 0,
+        mark_complete_after_tasks_run: bool = False,
+        timeout_minutes: float | None = None,
+        task_id_ints: bool = False,
+        exist_ok: bool = False,
+        verify_pool: bool = True,
+    ) -> str:
+        """Create a job on a pool and return its id.
+
+        ``save_logs_to_blob``: a container name (or True for the store's container); every
+        task added through this client then uploads ``../std*.txt`` to
+        ``LOGS_FOLDER/TASK_ID/``. ``mark_complete_after_tasks_run`` terminates the job when
+        all tasks are done (set it only once all tasks are added, see `seal_job`).
+        """
+        from azure.batch import models
+        from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+
+        job_id = self._job_id(job_id)
+        pool_id = self._pool_id(pool_id)
+        if task_retries < -1:
+            raise UserError("[job] max_task_retries: must be >= -1 (-1 retries forever)")
+        if timeout_minutes is not None and timeout_minutes <= 0:
+            raise UserError("[job] max_wall_clock_minutes: must be > 0")
+        if verify_pool:
+            try:
+                self.batch.pool_exists(pool_id)
+            except ResourceNotFoundError:
+                raise UserError(
+                    f"[job] pool {pool_id!r} not found; create it with "
+                    "`batchlaunch pool create PARAMS` first"
+                ) from None
+        metadata = {INT_IDS_METADATA: "1" if task_id_ints else "0"}
+        if save_logs_to_blob:
+            container = (
+                self.store.container if save_logs_to_blob is True else str(save_logs_to_blob)
+            )
+            check_container_name(container)
+            folder = logs_folder.strip("/")
+            check_blob_name(folder)
+            metadata[LOGS_METADATA] = f"{container}/{folder}"
+        constraints: dict[str, Any] = {"maxTaskRetryCount": int(task_retries)}
+        if timeout_minutes is not None:
+            constraints["maxWallClockTime"] = _duration(timeout_minutes)
+        body = {
+            "id": job_id,
+            "poolInfo": {"poolId": pool_id},
+            "usesTaskDependencies": bool(uses_deps),
+            "constraints": constraints,
+            "onAllTasksComplete": "terminatejob" if mark_complete_after_tasks_run else "noaction",
+            "metadata": [{"name": k, "value": v} for k, v in metadata.items()],
+        }
+        try:
+            self.batch.create_job(models.BatchJobCreateOptions(body))
+        except ResourceExistsError:
+            if not exist_ok:
+                raise UserError(
+                    f"[job] id: job {job_id!r} already exists; choose another id, delete it, "
+                    "or pass exist_ok=True to add tasks to it"
+                ) from None
+            job = self.batch.get_job(job_id).as_dict()
+            on_pool = (job.get("poolInfo") or {}).get("poolId")
+            if on_pool and on_pool != pool_id:
+                raise UserError(
+                    f"[job] id: job {job_id!r} exists on pool {on_pool!r}, not {pool_id!r}; "
+                    "choose another job id"
+                ) from None
+            self._job_meta[job_id] = _metadata(job)
+            return job_id
+        self._job_meta[job_id] = metadata
+        return job_id
+
+    @_translate_errors
+    def seal_job(self, job_id: str) -> None:
+        """Terminate the job once all its tasks complete (call after the last task is added)."""
+        from azure.batch import models
+
+        self.batch.update_job(
+            job_id, models.BatchJobUpdateOptions({"onAllTasksComplete": "terminatejob"})
+        )
+
+    @_translate_errors
+    def delete_job(self, job_id: str, *, wait: bool = False, timeout: float = 300.0) -> bool:
+        """Delete a job (and its tasks); False when there was none."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            self.batch.begin_delete_job(job_id, polling_interval=self.conn.polling_interval)
+        except ResourceNotFoundError:
+            return False
+        self._job_meta.pop(job_id, None)
+        deadline = time.monotonic() + timeout
+        while wait:
+            try:
+                self.batch.get_job(job_id)
+            except ResourceNotFoundError:
+                break
+            if time.monotonic() > deadline:
+                raise UserError(f"[job] job {job_id!r} still being deleted after {timeout:.0f} s")
+            time.sleep(self.conn.polling_interval)
+        return True
+
+    def _meta(self, job_id: str) -> dict[str, str]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        if job_id not in self._job_meta:
+            try:
+                self._job_meta[job_id] = _metadata(self.batch.get_job(job_id).as_dict())
+            except ResourceNotFoundError:
+                raise UserError(
+                    f"[job] job {job_id!r} not found; create it first (create_job)"
+                ) from None
+        return self._job_meta[job_id]
+
+    # Tasks --------------------------------------------------------------------------------
+
+    def task_body(self, job_id: str, task: TaskSpec) -> dict[str, Any]:
+        """The REST body of one task (ids, dependencies, constraints, files, logs)."""
+        meta = self._meta(job_id)
+        task_id = task.task_id
+        if task_id is None:
+            n = self._counters.get(job_id, 0) + 1
+            self._counters[job_id] = n
+            base = str(n) if meta.get(INT_IDS_METADATA) == "1" else f"{job_id}-{n}"
+            task_id = f"{base}{task.name_suffix}" if task.name_suffix else base
+        elif task.name_suffix:
+            task_id = f"{task_id}{task.name_suffix}"
+        _check_id("task", task_id)
+        if not task.command.strip():
+            raise UserError(f"[tasks] command: task {task_id!r} has an empty command")
+        body: dict[str, Any] = {
+            "id": task_id,
+            "commandLine": _wrap(task.command) if task.shell else task.command,
+        }
+        deps: dict[str, Any] = {}
+        if task.depends_on:
+            deps["taskIds"] = [_check_id("task", str(d)) for d in task.depends_on]
+        if task.depends_on_range is not None:
+            start, end = (int(v) for v in task.depends_on_range)
+            if start < 0 or end < start:
+                raise UserError(
+                    f"[tasks] depends_on_range: ({start}, {end}) must be (first, last) with "
+                    "0 <= first <= last"
+                )
+            deps["taskIdRanges"] = [{"start": start, "end": end}]
+        if deps:
+            body["dependsOn"] = deps
+        if task.run_dependents_on_failure:
+            body["exitConditions"] = {"default": {"dependencyAction": "satisfy"}}
+        if task.container_image:
+            body["containerSettings"] = {"imageName": task.container_image}
+        constraints: dict[str, Any] = {}
+        if task.timeout_minutes is not None:
+            if task.timeout_minutes <= 0:
+                raise UserError(f"[tasks] timeout_minutes: task {task_id!r} needs a value > 0")
+            constraints["maxWallClockTime"] = _duration(task.timeout_minutes)
+        if task.max_retries is not None:
+            constraints["maxTaskRetryCount"] = int(task.max_retries)
+        if constraints:
+            body["constraints"] = constraints
+        if task.resource_files:
+            body["resourceFiles"] = [dict(r) for r in task.resource_files]
+        outputs = [dict(o) for o in task.output_files]
+        logs = meta.get(LOGS_METADATA)
+        if logs:
+            container, _, folder = logs.partition("/")
+            outputs.append(
+                self.output_file(
+                    "../std*.txt",
+                    f"{folder}/{task_id}",
+                    container=container,
+                    expiry=self._output_expiry(job_id),
+                )
+            )
+        if outputs:
+            body["outputFiles"] = outputs
+        if task.environment:
+            for name in task.environment:
+                if not _ENV_NAME.match(name):
+                    raise UserError(f"[tasks] environment: {name!r} is not a variable name")
+            body["environmentSettings"] = [
+                {"name": k, "value": str(v)} for k, v in task.environment.items()
+            ]
+        return body
+
+    def _output_expiry(self, job_id: str) -> timedelta:
+        """Job wall-clock limit plus a margin (read once per job and cached)."""
+        meta = self._meta(job_id)
+        if "_expiry_s" not in meta:
+            seconds = DEFAULT_JOB_SAS_EXPIRY.total_seconds()
+            try:
+                limit = self.batch.get_job(job_id).constraints
+                wall = getattr(limit, "max_wall_clock_time", None)
+                if wall is not None and wall < timedelta(days=7):
+                    seconds = (wall + SAS_MARGIN).total_seconds()
+            except Exception:
+                pass
+            meta["_expiry_s"] = str(seconds)
+        return timedelta(seconds=float(meta["_expiry_s"]))
+
+    @_translate_errors
+    def add_task(
+        self,
+        job_id: str,
+        command: str,
+        *,
+        task_id: str | None = None,
+        name_suffix: str = "",
+        depends_on: Sequence[str] = (),
+        depends_on_range: tuple[int, int] | None = None,
+        run_dependents_on_failure: bool = False,
+        container_image: str | None = None,
+        timeout_minutes: float | None = None,
+        max_retries: int | None = None,
+        resource_files: Sequence[Mapping[str, Any]] = (),
+        output_files: Sequence[Mapping[str, Any]] = (),
+        environment: Mapping[str, str] | None = None,
+        shell: bool = True,
+    ) -> str:
+        """Add one task and return its id. Re-adding an identical id is not an error."""
+        from azure.batch import models
+        from azure.core.exceptions import ResourceExistsError
+
+        spec = TaskSpec(
+            command=command,
+            task_id=task_id,
+            name_suffix=name_suffix,
+            depends_on=depends_on,
+            depends_on_range=depends_on_range,
+            run_dependents_on_failure=run_dependents_on_failure,
+            container_image=container_image,
+            timeout_minutes=timeout_minutes,
+            max_retries=max_retries,
+            resource_files=resource_files,
+            output_files=output_files,
+            environment=environment or {},
+            shell=shell,
+        )
+        body = self.task_body(job_id, spec)
+        try:
+            self.batch.create_task(job_id, models.BatchTaskCreateOptions(body))
+        except ResourceExistsError:
+            if task_id is None:  # a generated id collided: the counter is behind the job
+                raise
+        return str(body["id"])
+
+    @_translate_errors
+    def add_tasks(
+        self,
+        job_id: str,
+        tasks: Iterable[TaskSpec | Mapping[str, Any]],
+        *,
+        max_concurrency: int = 8,
+        attempts: int = 5,
+    ) -> list[str]:
+        """Add many tasks with the SDK's chunked, parallel `create_tasks`; return their ids.
+
+        Tasks that already exist count as added, so a resumed submission adds each task once.
+        Connection-level failures are retried (``attempts`` rounds) for the tasks left.
+        """
+        from azure.batch import models
+
+        bodies = []
+        for task in tasks:
+            spec = task if isinstance(task, TaskSpec) else TaskSpec(**dict(task))
+            bodies.append(self.task_body(job_id, spec))
+        ids = [str(b["id"]) for b in bodies]
+        if len(set(ids)) != len(ids):
+            raise UserError(f"[tasks] ids repeat within one submission to job {job_id!r}")
+        pending = bodies
+        for attempt in range(attempts):
+            try:
+                self.batch.create_tasks(
+                    job_id,
+                    [models.BatchTaskCreateOptions(b) for b in pending],
+                    max_concurrency=max_concurrency,
+                )
+                return ids
+            except models.CreateTasksError as exc:
+                failures = [
+                    f"{r.task_id}: {getattr(r.error, 'code', '')} {getattr(r.error, 'message', '')}"
+                    for r in exc.failure_tasks
+                ]
+                if failures:
+                    raise UserError(
+                        f"[tasks] {len(failures)} task(s) rejected by job {job_id!r}: "
+                        + "; ".join(failures[:3])
+                    ) from None
+                if attempt == attempts - 1:
+                    raise
+                left = {t.id for t in exc.pending_tasks}
+                pending = [b for b in bodies if b["id"] in left] or pending
+                time.sleep(min(5.0, 0.5 * 2**attempt))
+        return ids
+
+    # Monitoring ---------------------------------------------------------------------------
+
+    @_translate_errors
+    def task_counts(self, job_id: str) -> TaskCounts:
+        """One request: the job's task-counts call."""
+        result = self.batch.get_job_task_counts(job_id)
+        c = result.task_counts
+        return TaskCounts(
+            active=int(c.active),
+            running=int(c.running),
+            completed=int(c.completed),
+            succeeded=int(c.succeeded),
+            failed=int(c.failed),
+        )
+
+    @_translate_errors
+    def monitor_job(
+        self,
+        job_id: str,
+        timeout: float | None = None,
+        *,
+        progress: bool = True,
+        poll_interval: float | None = None,
+        expected_tasks: int | None = None,
+    ) -> JobSummary:
+        """Follow a job until all its tasks completed (or ``timeout`` seconds passed).
+
+        Each poll costs one task-counts request whatever the number of tasks; a rich
+        progress bar shows completed/total and failures when ``progress`` is set.
+        """
+        interval = poll_interval or (0.25 if self.conn.emulator else 5.0)
+        started = time.monotonic()
+        polls = 0
+        bar = None
+        if progress:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[detail]}"),
+                TimeElapsedColumn(),
+                console=self._console,
+                transient=False,
+            )
+            bar.start()
+            handle = bar.add_task(job_id, total=expected_tasks or None, detail="")
+        try:
+            while True:
+                counts = self.task_counts(job_id)
+                polls += 1
+                if bar is not None:
+                    bar.update(
+                        handle,
+                        total=max(counts.total, expected_tasks or 0) or None,
+                        completed=counts.completed,
+                        detail=f"running {counts.running}  failed {counts.failed}",
+                    )
+                finished = counts.done and (
+                    expected_tasks is None or counts.total >= expected_tasks
+                )
+                elapsed = time.monotonic() - started
+                if finished or (timeout is not None and elapsed >= timeout):
+                    return JobSummary(job_id, counts, elapsed, not finished, polls)
+                time.sleep(interval)
+        finally:
+            if bar is not None:
+                bar.stop()
+
+    @_translate_errors
+    def failed_tasks(self, job_id: str, *, tail_lines: int = 20) -> list[FailedTask]:
+        """Tasks whose last try failed, each with the last lines of its stderr."""
+        found = []
+        for task in self.batch.list_tasks(
+            job_id,
+            filter="executionInfo/result eq 'failure'",
+            select=["id", "executionInfo"],
+        ):
+            info = task.execution_info
+            if info is None or str(info.result) != "failure":
+                continue
+            failure = ""
+            if info.failure_info is not None:
+                failure = f"{info.failure_info.code}: {info.failure_info.message}"
+            found.append(
+                FailedTask(
+                    task_id=str(task.id),
+                    exit_code=info.exit_code,
+                    failure=failure,
+                    stderr_tail=self._stderr_tail(job_id, str(task.id), tail_lines),
+                )
+            )
+        return sorted(found, key=lambda f: f.task_id)
+
+    def _stderr_tail(self, job_id: str, task_id: str, lines: int) -> str:
+        """From the node if it still has the file, else from the job's blob logs."""
+        data = b""
+        try:
+            data = b"".join(self.batch.download_task_file(job_id, task_id, "stderr.txt"))
+        except Exception:
+            logs = self._meta(job_id).get(LOGS_METADATA)
+            if logs:
+                container, _, folder = logs.partition("/")
+                store = self.store.for_container(container)
+                blob = f"{folder}/{task_id}/stderr.txt"
+                if store.exists(blob):
+                    import tempfile
+
+                    with tempfile.TemporaryDirectory() as tmp:
+                        data = store.download(blob, Path(tmp) / "stderr.txt").read_bytes()
+        text = data.decode("utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+
+# --------------------------------------------------------------------------------------
+# Helpers
+
+
+def _metadata(resource: Mapping[str, Any]) -> dict[str, str]:
+    return {
+        str(m.get("name")): str(m.get("value"))
+        for m in resource.get("metadata") or []
+        if isinstance(m, Mapping)
+    }
+
+
+def _summary(pool: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings a user recognises, for saying how two pools differ."""
+    vm = pool.get("virtualMachineConfiguration") or {}
+    cc = vm.get("containerConfiguration") or {}
+    return {
+        "vm_size": str(pool.get("vmSize", "")).lower(),
+        "image": vm.get("imageReference"),
+        "node_agent_sku_id": vm.get("nodeAgentSKUId"),
+        "container_image": (cc.get("containerImageNames") or [None])[0],
+        "task_slots_per_node": pool.get("taskSlotsPerNode"),
+        "autoscale": bool(pool.get("enableAutoScale")),
+        "autoscale_formula": pool.get("autoScaleFormula") if pool.get("enableAutoScale") else None,
+        "dedicated_nodes": None
+        if pool.get("enableAutoScale")
+        else pool.get("targetDedicatedNodes"),
+        "mounts": sorted(
+            (m.get("azureBlobFileSystemConfiguration") or {}).get("relativeMountPath", "")
+            for m in pool.get("mountConfiguration") or []
+        ),
+    }
+
+
+def _describe_difference(existing: Mapping[str, Any], wanted: Mapping[str, Any]) -> str:
+    have, want = _summary(existing), _summary(wanted)
+    diffs = [f"{k}: {have[k]!r} -> {want[k]!r}" for k in want if have.get(k) != want[k]]
+    return f" ({'; '.join(diffs)})" if diffs else " (start task or other settings)"
+
+
+def _wrap(command: str) -> str:
+    """The Batch command line for a shell command (sources the node's runtime env)."""
+    try:
+        from bootstrap import wrap_command
+    except ImportError:
+        return f"/bin/bash -c {shlex.quote(command)}"
+    return str(wrap_command(command))
+
+
+__all__ = [
+    "CATALOG",
+    "Client",
+    "FailedTask",
+    "JobSummary",
+    "PoolInfo",
+    "PoolSpec",
+    "SupportedImage",
+    "TaskCounts",
+    "TaskSpec",
+    "spec_hash",
+]
