@@ -125,17 +125,15 @@ def _default_formula(max_nodes: int) -> str:
     try:
         from launcher.autoscale import default_formula
     except ImportError:
-        default_formula = None
-    if default_formula is not None:
-        return str(default_formula(max_nodes))
-    # Interim formula (until launcher.autoscale lands): follow pending tasks, cap, drain.
-    return (
-        "$pending = max(0, $PendingTasks.GetSample(1));\n"
-        "$slots = max(1, $TaskSlotsPerNode);\n"
-        "$wanted = $pending > 0 ? ($pending + $slots - 1) / $slots : 0;\n"
-        f"$TargetDedicatedNodes = max(0, min({int(max_nodes)}, $wanted));\n"
-        "$NodeDeallocationOption = taskcompletion;"
-    )
+        # Interim formula (until launcher.autoscale lands): follow pending tasks, cap, drain.
+        return (
+            "$pending = max(0, $PendingTasks.GetSample(1));\n"
+            "$slots = max(1, $TaskSlotsPerNode);\n"
+            "$wanted = $pending > 0 ? ($pending + $slots - 1) / $slots : 0;\n"
+            f"$TargetDedicatedNodes = max(0, min({int(max_nodes)}, $wanted));\n"
+            "$NodeDeallocationOption = taskcompletion;"
+        )
+    return str(default_formula(max_nodes))
 
 
 # --------------------------------------------------------------------------------------
@@ -222,7 +220,13 @@ class PoolSpec:
                     f"[pool] mounts: {item!r}; use a container name or "
                     '{source = "container", target = "name"}'
                 )
-            check_container_name(source)
+            try:
+                check_container_name(source)
+            except UserError:
+                raise UserError(
+                    f"[pool] mounts: source {source!r} is not a valid container name; use 3-63 "
+                    "lowercase letters, digits and single hyphens"
+                ) from None
             if not _MOUNT_TARGET.match(target):
                 raise UserError(
                     f"[pool] mounts: target {target!r} must be a simple name (letters, digits, "
