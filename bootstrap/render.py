@@ -13,7 +13,7 @@ import json
 import shlex
 from collections.abc import Iterable
 from functools import cache
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -21,7 +21,6 @@ from packaging.requirements import Requirement
 
 from bootstrap.spec import POOL_KINDS, PoolKind, PythonRuntime, RuntimeSpec
 
-TEMPLATE_PACKAGE = "startup_templates"
 BASE_TEMPLATE = "base.sh.j2"
 # Where the launcher ships runtime.requirements (a start-task resource file), relative to
 # the start task's working directory.
@@ -54,7 +53,7 @@ def number(value: object) -> str:
 def template_env() -> jinja2.Environment:
     """The Jinja environment: StrictUndefined, no autoescape, the quoting filters."""
     env = jinja2.Environment(
-        loader=jinja2.FunctionLoader(_load_template),
+        loader=jinja2.FileSystemLoader(template_dirs()),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         trim_blocks=True,
@@ -70,14 +69,23 @@ def template_env() -> jinja2.Environment:
     return env
 
 
+def template_dirs() -> list[Path]:
+    """The template package's directories (via ``__path__``, which also works for
+    setuptools' editable installs, where importlib.resources fails on this package)."""
+    import startup_templates
+
+    return [Path(p) for p in startup_templates.__path__ if Path(p).is_dir()]
+
+
 def template_names() -> list[str]:
-    return sorted(
-        f.name for f in resources.files(TEMPLATE_PACKAGE).iterdir() if f.name.endswith(".j2")
-    )
+    return sorted({f.name for d in template_dirs() for f in d.glob("*.j2")})
 
 
 def _load_template(name: str) -> str:
-    return resources.files(TEMPLATE_PACKAGE).joinpath(name).read_text(encoding="utf-8")
+    for d in template_dirs():
+        if (d / name).is_file():
+            return (d / name).read_text(encoding="utf-8")
+    raise FileNotFoundError(name)
 
 
 def _templates_digest() -> str:

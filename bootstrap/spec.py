@@ -56,7 +56,7 @@ class StrictModel(BaseModel):
     def _known_keys(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        valid = list(cls.model_fields)
+        valid = sorted(cls.model_fields, key=lambda k: k != "language")
         for key in data:
             if key in valid:
                 continue
@@ -132,7 +132,8 @@ def check_python_requirement(value: str) -> str:
     try:
         req = Requirement(value)
     except InvalidRequirement as exc:
-        raise ValueError(f"{value!r} is not a PEP 508 requirement: {exc}") from None
+        reason = str(exc).splitlines()[0] if str(exc) else "invalid"
+        raise ValueError(f"{value!r} is not a PEP 508 requirement: {reason}") from None
     if req.url is not None:
         check_url(req.url, "requirement URL")
     return value
@@ -185,7 +186,7 @@ def _hooks(value: Any) -> Any:
         value = [value]
     if not isinstance(value, list):
         raise ValueError("expected a list of commands (strings or argv lists)")
-    out = []
+    out: list[Any] = []
     for item in value:
         if isinstance(item, Hook):
             out.append(item)
