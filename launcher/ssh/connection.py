@@ -8,6 +8,7 @@ key) into a one-line `UserError`.
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import re
@@ -31,6 +32,10 @@ import paramiko
 from launcher.errors import UserError
 from launcher.ssh.hostkeys import HostKeyStore, address_name, check_host_id
 from launcher.ssh.keys import read_private_file
+
+# paramiko logs transport-thread errors that we also raise as one-line UserErrors; without
+# a handler Python's last-resort handler would print those tracebacks on the terminal.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CHUNK = 65536
@@ -193,10 +198,15 @@ class Connection:
                 f"ssh: cannot resolve {self.host!r} for node {self.host_id}: {exc}"
             ) from None
         except (paramiko.SSHException, EOFError, OSError) as exc:
+            transport = client.get_transport()
+            greeted = transport is not None and bool(transport.remote_version)
             client.close()
+            if not greeted:  # paramiko reports a silent server in several ways: all mean this
+                raise UserError(
+                    f"ssh: connection to {where} timed out: no SSH greeting within "
+                    f"{self.connect_timeout:g} s"
+                ) from None
             text = str(exc) or type(exc).__name__
-            if "banner" in text:
-                text = f"no SSH greeting within {self.connect_timeout:g} s ({text})"
             raise UserError(f"ssh: cannot connect to {where}: {text}") from None
         transport = client.get_transport()
         if transport is not None and self.keepalive:
