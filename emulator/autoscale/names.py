@@ -55,6 +55,24 @@ TIMESTAMP_MEMBERS: tuple[str, ...] = ("year", "month", "day", "weekday", "hour",
                                       "second")
 
 
+def _service_names() -> dict[str, str]:
+    names = [*METRICS, *SCALARS, *SCALAR_ALIASES]
+    spelled = {f"${name}".lower(): f"${name}" for name in names}
+    spelled.update({name.lower(): name for name in (*WRITABLE, *WRITABLE_ALIASES)})
+    return spelled
+
+
+_SERVICE_NAMES = _service_names()
+
+
+def canonical(name: str) -> str:
+    """Service-defined variables match case-insensitively (the REST docs' own example
+    sets `$targetDedicatedNodes`); user variables keep their exact spelling."""
+    if name.startswith("$"):
+        return _SERVICE_NAMES.get(name.lower(), name)
+    return name
+
+
 def is_read_only(name: str) -> bool:
     """True for service-defined variables a formula may read but not assign."""
     bare = name[1:] if name.startswith("$") else ""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from emulator.autoscale import nodes
 from emulator.autoscale.errors import SYNTAX_ERROR, TOO_LONG, FormulaSyntaxError
 from emulator.autoscale.lexer import Token, tokenize
-from emulator.autoscale.names import FUNCTIONS, METHODS, is_read_only, metric_name
+from emulator.autoscale.names import FUNCTIONS, METHODS, canonical, is_read_only, metric_name
 
 MAX_FORMULA_BYTES = 8192
 MAX_STATEMENTS = 100
@@ -82,7 +82,7 @@ class _Parser:
             and self.tokens[self.pos + 1].kind == "op"
             and self.tokens[self.pos + 1].text == "="
         ):
-            target = start.text
+            target = canonical(start.text)
             if is_read_only(target):
                 raise self.error(
                     f"cannot assign to {target}: it is a read-only service-defined variable",
@@ -203,7 +203,7 @@ class _Parser:
                         f"{token.text}() takes {_arity(low, high)}, got {len(args)}", token
                     )
                 return nodes.Call(token.line, token.column, token.text, args)
-            return nodes.Name(token.line, token.column, token.text)
+            return nodes.Name(token.line, token.column, canonical(token.text))
         if self.at_op("("):
             self.advance()
             expr = self.expression()
