@@ -149,7 +149,7 @@ class PoolSpec:
     dedicated_nodes: int = 1
     low_priority_nodes: int = 0
     task_slots_per_node: int = 1
-    scheduling: str = "spread"  # spread | pack
+    task_scheduling: str = "spread"  # spread | pack
     autoscale: bool = False
     max_autoscale_nodes: int = 3
     autoscale_formula: str | None = None
@@ -168,7 +168,7 @@ class PoolSpec:
         values: dict[str, Any] = {}
         for name in cls.__dataclass_fields__:
             if settings is not None and getattr(settings, name, None) is not None:
-                values[name] = getattr(settings, name)
+                values[name] = _plain(getattr(settings, name))
         values.update({k: v for k, v in overrides.items() if v is not None})
         unknown = set(values) - set(cls.__dataclass_fields__)
         if unknown:
@@ -186,8 +186,10 @@ class PoolSpec:
                 raise UserError(f"[pool] {key}: must be >= 0")
         if not 1 <= int(self.task_slots_per_node) <= 256:
             raise UserError("[pool] task_slots_per_node: must be between 1 and 256")
-        if self.scheduling not in ("spread", "pack"):
-            raise UserError(f'[pool] scheduling: {self.scheduling!r}; use "spread" or "pack"')
+        if self.task_scheduling not in ("spread", "pack"):
+            raise UserError(
+                f'[pool] task_scheduling: {self.task_scheduling!r}; use "spread" or "pack"'
+            )
         if self.availability_zones not in ("regional", "zonal"):
             raise UserError(
                 f'[pool] availability_zones: {self.availability_zones!r}; use "regional" or "zonal"'
@@ -211,6 +213,8 @@ class PoolSpec:
         for item in self.mounts:
             if isinstance(item, str):
                 source, target = item, item
+            elif hasattr(item, "source") and hasattr(item, "target"):  # params.Mount
+                source, target = str(item.source), str(item.target)
             elif (
                 isinstance(item, Mapping) and set(item) <= {"source", "target"} and "source" in item
             ):
@@ -356,11 +360,10 @@ class Client:
         progress_console: Any = None,
     ) -> None:
         if isinstance(params, str | Path):
-            from launcher import params as params_module
+            from launcher.params import load_params
 
-            loader = getattr(params_module, "load_params", None) or params_module.load
-            params = loader(Path(params))
-        self.params = params
+            params = load_params(Path(params))
+        self.params: Any = params
         self._conn = batch
         self._store = store
         self._console = progress_console
@@ -466,14 +469,14 @@ class Client:
                 "containerImageNames": [str(spec.container_image)],
             }
             if spec.container_registry:
-                cc["containerRegistries"] = [dict(spec.container_registry)]
+                cc["containerRegistries"] = [_registry(spec.container_registry)]
             vm["containerConfiguration"] = cc
         body: dict[str, Any] = {
             "id": spec.id,
             "vmSize": spec.vm_size.lower(),
             "virtualMachineConfiguration": vm,
             "taskSlotsPerNode": int(spec.task_slots_per_node),
-            "taskSchedulingPolicy": {"nodeFillType": spec.scheduling},
+            "taskSchedulingPolicy": {"nodeFillType": spec.task_scheduling},
         }
         if spec.autoscale:
             body["enableAutoScale"] = True
@@ -532,15 +535,16 @@ class Client:
         *,
         spec: PoolSpec | None = None,
         start_script: str | None = None,
-        replace_existing: bool = False,
+        replace_existing: bool | None = None,
         wait_timeout: float = 600.0,
         **settings: Any,
     ) -> PoolInfo:
         """Create the pool; an identical existing pool is fine, a different one an error.
 
         ``settings`` are `PoolSpec` fields overriding the parameter file's ``[pool]``.
-        ``start_script`` (rendered by `bootstrap`) ships as a resource file run by bash as
-        admin; the pool waits for it. ``replace_existing`` deletes a different pool first.
+        ``start_script`` (rendered by `bootstrap`; default: the parameter file's runtime,
+        "" for none) ships as a resource file run by bash as admin; the pool waits for it.
+        ``replace_existing`` (default ``[pool] replace_existing``) deletes a different pool.
         """
         from azure.batch import models
         from azure.core.exceptions import ResourceExistsError
@@ -549,7 +553,12 @@ class Client:
             if pool_id is not None:
                 settings["id"] = pool_id
             spec = PoolSpec.from_settings(getattr(self.params, "pool", None), **settings)
-        body = self.pool_body(spec, start_script)
+        pool_settings = getattr(self.params, "pool", None)
+        if replace_existing is None:
+            replace_existing = bool(getattr(pool_settings, "replace_existing", False))
+        if start_script is None and hasattr(self.params, "start_task_script"):
+            start_script = self.params.start_task_script()
+        body = self.pool_body(spec, start_script or None)
         wanted = body["metadata"][0]["value"]
         for _attempt in range(3):
             existing = self._get_pool(spec.id)
@@ -729,11 +738,11 @@ class Client:
         job_id: str | None = None,
         pool_id: str | None = None,
         *,
-        uses_deps: bool = True,
+        uses_deps: bool | None = None,
         save_logs_to_blob: str | bool | None = None,
-        logs_folder: str = "stdout_stderr",
-        task_retries: int = 0,
-        mark_complete_after_tasks_run: bool = False,
+        logs_folder: str | None = None,
+        task_retries: int | None = None,
+        mark_complete_after_tasks_run: bool | None = None,
         timeout_minutes: float | None = None,
         task_id_ints: bool = False,
         exist_ok: bool = False,
@@ -745,12 +754,29 @@ class Client:
         task added through this client then uploads ``../std*.txt`` to
         ``LOGS_FOLDER/TASK_ID/``. ``mark_complete_after_tasks_run`` terminates the job when
         all tasks are done (set it only once all tasks are added, see `seal_job`).
+        Options left as None come from the parameter file's ``[job]``, else the defaults
+        (dependencies on, logs not saved, no retries, no time limit).
         """
         from azure.batch import models
         from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
         job_id = self._job_id(job_id)
         pool_id = self._pool_id(pool_id)
+        job = getattr(self.params, "job", None)
+        if uses_deps is None:
+            uses_deps = bool(getattr(self.params, "uses_task_dependencies", True))
+        if save_logs_to_blob is None and getattr(job, "save_logs_to_blob", None) is not None:
+            save_logs_to_blob = str(job.save_logs_to_blob.container)  # type: ignore[union-attr]
+            logs_folder = logs_folder or str(job.save_logs_to_blob.folder)  # type: ignore[union-attr]
+        logs_folder = logs_folder or "stdout_stderr"
+        if task_retries is None:
+            task_retries = int(getattr(job, "max_task_retries", 0) or 0)
+        if mark_complete_after_tasks_run is None:
+            mark_complete_after_tasks_run = (
+                getattr(job, "on_all_tasks_complete", "") == "terminatejob"
+            )
+        if timeout_minutes is None:
+            timeout_minutes = getattr(job, "max_wall_clock_minutes", None)
         if task_retries < -1:
             raise UserError("[job] max_task_retries: must be >= -1 (-1 retries forever)")
         if timeout_minutes is not None and timeout_minutes <= 0:
@@ -1149,6 +1175,37 @@ class Client:
 
 # --------------------------------------------------------------------------------------
 # Helpers
+
+
+def _plain(value: Any) -> Any:
+    """Pydantic models from `launcher.params` as plain data (mounts keep .source/.target)."""
+    dump = getattr(value, "model_dump", None)
+    if callable(dump) and not (hasattr(value, "source") and hasattr(value, "target")):
+        return dump(exclude_none=True)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _registry(registry: Mapping[str, Any]) -> dict[str, Any]:
+    """``{server, username}`` (password from the environment) or a REST registry entry."""
+    if "registryServer" in registry:
+        return dict(registry)
+    import os
+
+    from launcher.params import REGISTRY_PASSWORD_ENV
+
+    password = os.environ.get(REGISTRY_PASSWORD_ENV)
+    if not password:
+        raise UserError(
+            f"[pool] container_registry: no password for {registry.get('server')!r}; "
+            f"export {REGISTRY_PASSWORD_ENV}"
+        )
+    return {
+        "registryServer": str(registry["server"]),
+        "username": str(registry["username"]),
+        "password": password,
+    }
 
 
 def _metadata(resource: Mapping[str, Any]) -> dict[str, str]:

@@ -89,7 +89,7 @@ def test_pool_body_autoscale_mounts_container(local_client: Client) -> None:
         max_autoscale_nodes=10,
         cache_blobfuse=False,
         availability_zones="zonal",
-        scheduling="pack",
+        task_scheduling="pack",
     )
     body = local_client.pool_body(spec, start_script="echo hi\n")
     assert body["enableAutoScale"] is True and "targetDedicatedNodes" not in body
@@ -138,7 +138,7 @@ def test_spec_hash_ignores_sas_tokens() -> None:
     ("field", "value", "message"),
     [
         ("id", "bad id!", r"\[pool\] id"),
-        ("scheduling", "random", r"\[pool\] scheduling"),
+        ("task_scheduling", "random", r"\[pool\] task_scheduling"),
         ("availability_zones", "global", r"\[pool\] availability_zones"),
         ("task_slots_per_node", 0, r"\[pool\] task_slots_per_node"),
         ("mounts", [{"source": "c1", "dest": "x"}], r"\[pool\] mounts"),
@@ -167,3 +167,27 @@ def test_autoscale_interval_bounds(local_client: Client) -> None:
     )
     assert body["autoScaleFormula"] == "$TargetDedicatedNodes = 2;"
     assert body["autoScaleEvaluationInterval"] == "PT300S"
+
+
+def test_client_from_parameter_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BATCHLAUNCH_HOME", str(tmp_path / "home"))
+    params = tmp_path / "params.toml"
+    params.write_text(
+        '[batch]\nendpoint = "emulator"\n[storage]\nurl = "local"\n'
+        '[pool]\nid = "demo"\ndedicated_nodes = 2\ntask_scheduling = "pack"\n'
+        'mounts = ["input-test", {source = "output-test", target = "results"}]\n'
+        '[runtime]\nlanguage = "none"\n'
+        '[job]\nid = "demo"\n'
+        '[[tasks]]\ncommand = "echo hi"\n'
+    )
+    client = Client(params)
+    spec = PoolSpec.from_settings(client.params.pool, vm_size="standard_d8s_v3")
+    body = client.pool_body(spec)
+    assert body["id"] == "demo" and body["vmSize"] == "standard_d8s_v3"
+    assert body["targetDedicatedNodes"] == 2
+    assert body["taskSchedulingPolicy"] == {"nodeFillType": "pack"}
+    targets = [
+        m["azureBlobFileSystemConfiguration"]["relativeMountPath"]
+        for m in body["mountConfiguration"]
+    ]
+    assert targets == ["input-test", "results"]
