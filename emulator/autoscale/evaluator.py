@@ -164,9 +164,11 @@ def evaluate_formula(
         try:
             evaluator.check_targets()
         except FormulaEvaluationError as exc:
-            return AutoScaleRunResult(dict(initial), moment, _error(exc, None))
+            return AutoScaleRunResult(dict(initial), moment,
+                                      _error(exc, evaluator.failed_statement))
     except FormulaEvaluationError as exc:
-        return AutoScaleRunResult(dict(initial), moment, _error(exc, current))
+        return AutoScaleRunResult(dict(initial), moment,
+                                  _error(exc, current or evaluator.failed_statement))
 
     results: dict[str, Value] = {}
     for name in WRITABLE:
@@ -198,6 +200,7 @@ def _fail(node: nodes.Node | nodes.Statement, message: str,
 class _Evaluator:
     def __init__(self, state: _State) -> None:
         self.state = state
+        self.failed_statement: nodes.Statement | None = None
 
     # --- statements ----------------------------------------------------------------------
     def run(self, statement: nodes.Statement) -> None:
@@ -234,8 +237,9 @@ class _Evaluator:
             value = self.state.writable[name]
             assert isinstance(value, float)
             if not math.isfinite(value) or value < 0:
-                where: nodes.Statement | nodes.Node = self.state.assigned.get(
-                    name, nodes.Number(1, 1, 0.0))
+                self.failed_statement = self.state.assigned.get(name)
+                where: nodes.Statement | nodes.Node = self.failed_statement or nodes.Number(
+                    1, 1, 0.0)
                 raise _fail(where, f"{name} must be a non-negative finite number, got "
                             f"{format_double(value)}")
 

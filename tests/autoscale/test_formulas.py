@@ -194,7 +194,9 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_formula_targets(case: Case) -> None:
-    result = evaluate_formula(_text(case.source), case.history, case.now, **case.start)
+    result = evaluate_formula(_text(case.source), case.history, case.now,
+                              target_dedicated=case.start.get("target_dedicated"),
+                              target_low_priority=case.start.get("target_low_priority"))
     assert result.error is None, result.error
     assert (result.target_dedicated, result.target_low_priority,
             result.node_deallocation_option) == (case.dedicated, case.low_priority,
