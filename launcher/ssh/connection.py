@@ -169,7 +169,7 @@ class Connection:
             client.close()
             known = self.known_hosts.lookup(self.host_id, self.address)
             raise self.known_hosts.changed_error(
-                self.host_id, self.address, exc.key, known[0]
+                self.host_id, self.address, exc.key, known[0] if known else None
             ) from None
         except UserError:
             client.close()
@@ -382,10 +382,13 @@ class Connection:
         For `collect --via ssh`: `on_file(remote, local)` is called after each file (from
         worker threads), e.g. to advance a progress bar.
         """
-        todo: queue.Queue[tuple[str, Path]] = queue.Queue()
         items = [(r, Path(p)) for r, p in pairs]
+        if not items:
+            return []
+        todo: queue.Queue[tuple[str, Path]] = queue.Queue()
         for item in items:
             todo.put(item)
+        failed = threading.Event()  # one failure stops the other workers taking more files
         transport = self._transport()
 
         def worker() -> None:
@@ -394,7 +397,7 @@ class Connection:
             if sftp is None:
                 raise UserError(f"ssh: node {self.host_id} refused the SFTP subsystem")
             try:
-                while True:
+                while not failed.is_set():
                     try:
                         remote, local = todo.get_nowait()
                     except queue.Empty:
@@ -404,6 +407,9 @@ class Connection:
                         sftp.get(remote, str(local))
                     if on_file is not None:
                         on_file(remote, local)
+            except BaseException:
+                failed.set()
+                raise
             finally:
                 sftp.close()
 

@@ -132,15 +132,16 @@ class HostKeyStore:
             return len(drop)
 
     def changed_error(
-        self, host_id: str, address: str, offered: paramiko.PKey, known: Entry
+        self, host_id: str, address: str, offered: paramiko.PKey, known: Entry | None
     ) -> HostKeyChanged:
         node = host_id.split("/", 1)[1]
+        remembered = f"{known.key.get_name()} {known.key.fingerprint}" if known else "another key"
+        where = f"delete line {known.line} of {self.path}" if known else f"edit {self.path}"
         return HostKeyChanged(
             f"ssh: host key of node {host_id} at {address} has CHANGED (remembered "
-            f"{known.key.get_name()} {known.key.fingerprint}, offered {offered.get_name()} "
-            f"{offered.fingerprint}); refusing to connect. If the node was re-created or "
-            f"reimaged, forget the old key with `batchlaunch ssh PARAMS --node {node} "
-            f"--forget-host-key` or delete line {known.line} of {self.path}"
+            f"{remembered}, offered {offered.get_name()} {offered.fingerprint}); refusing to "
+            f"connect. If the node was re-created or reimaged, forget the old key with "
+            f"`batchlaunch ssh PARAMS --node {node} --forget-host-key` or {where}"
         )
 
     def policy(self, host_id: str) -> paramiko.MissingHostKeyPolicy:

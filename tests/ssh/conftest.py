@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,9 @@ def pool_key(bl_home: Path) -> KeyPair:
 
 
 @pytest.fixture
-def connect(sshd: SshdServer, sshd_login_user: str, pool_key: KeyPair) -> Callable[..., Connection]:
+def connect(
+    sshd: SshdServer, sshd_login_user: str, pool_key: KeyPair
+) -> Iterator[Callable[..., Connection]]:
     """Build Connections to the session server as the login user with the pool key."""
     sshd.authorize(sshd_login_user, pool_key.public_openssh)
     opened: list[Connection] = []

@@ -213,3 +213,17 @@ def _file(path: Path, data: bytes, mode: int = 0o644) -> Path:
     path.write_bytes(data)
     os.chmod(path, mode)
     return path
+
+
+def test_get_many_stops_on_a_missing_file(connect: Connect, tmp_path: Path) -> None:
+    src = tmp_path / "some"
+    pairs: list[tuple[str, str | os.PathLike[str]]] = []
+    for i in range(20):
+        _file(src / f"f{i}", b"x")
+        pairs.append((str(src / f"f{i}"), tmp_path / "out" / f"f{i}"))
+    pairs.insert(3, (str(src / "gone"), tmp_path / "out" / "gone"))
+    with connect() as conn:
+        assert conn.get_many([]) == []
+        with pytest.raises(UserError, match=r"gone: no such file or directory on node"):
+            conn.get_many(pairs, max_workers=3)
+        assert conn.run("echo fine").stdout == b"fine\n"
