@@ -136,6 +136,9 @@ class SampleHistory:
         also be `{"timestamp": ..., "value": ...}`. Raises ValueError on bad input."""
         history = cls()
         for name, samples in data.items():
+            if not isinstance(samples, list | tuple):
+                raise ValueError(f"{name}: expected a list of [timestamp, value] samples, got "
+                                 f"{samples!r}")
             for sample in samples:
                 if isinstance(sample, Mapping):
                     stamp, value = sample.get("timestamp"), sample.get("value")

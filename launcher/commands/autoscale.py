@@ -24,7 +24,7 @@ from emulator.autoscale import (
 )
 from emulator.autoscale.history import parse_timestamp
 from launcher.autoscale import SCENARIOS, scenario_formula
-from launcher.errors import UserError
+from launcher.errors import RunFailed, UserError
 
 SAMPLES_HELP = """Sample history file, instead of constant flags. CSV: a header
 `timestamp,PendingTasks,ActiveTasks,...` (any metric names, with or without `$`), one row
@@ -138,9 +138,8 @@ def check(formula_file: str | None, pending: float | None, active: float | None,
         error = result.error
         message = error.detail.split(": ", 1)[-1]
         statement = f" (statement: {error.statement})" if error.statement else ""
-        click.echo(f"error: {label}:{error.line}:{error.column}: {error.code}: {message}"
-                   f"{statement}", err=True)
-        raise click.exceptions.Exit(1)
+        raise RunFailed(f"error: {label}:{error.line}:{error.column}: {error.code}: {message}"
+                        f"{statement}")
     click.echo(result.summary() + (" (stopped by stop())" if result.stopped else ""))
 
 
