@@ -73,18 +73,33 @@ def is_local_module(module: ModuleType) -> bool:
     return _local_cache[key]
 
 
+_scan_cache: dict[str, Any] = {"key": None, "tops": []}
+
+
+def _local_tops() -> list[ModuleType]:
+    """All local top-level packages; rescanned only when sys.modules changed (its size or
+    its newest entry), since a map pickles thousands of argument sets in a row."""
+    newest = next(reversed(sys.modules), None)
+    key = (len(sys.modules), newest, id(sys.modules.get(newest or "")))
+    if _scan_cache["key"] != key:
+        tops: dict[str, ModuleType] = {}
+        for name, module in list(sys.modules.items()):
+            top = name.partition(".")[0]
+            if top in ("__main__", "__mp_main__") or top in tops:
+                continue
+            root = sys.modules.get(top)
+            local = isinstance(module, ModuleType) and is_local_module(module)
+            if local and isinstance(root, ModuleType):
+                tops[top] = root
+        _scan_cache.update(key=key, tops=[tops[name] for name in sorted(tops)])
+    return list(_scan_cache["tops"])
+
+
 def local_packages(by_reference: Iterable[str] = ()) -> list[ModuleType]:
     """Top-level packages (in sys.modules) to pickle by value, minus `by_reference` names."""
-    skip = {"__main__", "__mp_main__", *by_reference}
-    tops: dict[str, ModuleType] = {}
-    for name, module in list(sys.modules.items()):
-        top = name.partition(".")[0]
-        if top in skip or top in tops or not isinstance(module, ModuleType):
-            continue
-        root = sys.modules.get(top)
-        if isinstance(root, ModuleType) and is_local_module(module):
-            tops[top] = root
-    return [tops[name] for name in sorted(tops)]
+    skip = set(by_reference)
+    with _lock:
+        return [module for module in _local_tops() if module.__name__ not in skip]
 
 
 @contextmanager
