@@ -23,7 +23,8 @@ target_low_priority=None, seed=None) -> AutoScaleRunResult``
     ``.target_low_priority: int`` (fractions truncated), ``.node_deallocation_option: str``,
     ``.as_batch_string()`` (Batch's ``results``:
     ``$TargetDedicatedNodes=10;$TargetLowPriorityNodes=0;$NodeDeallocationOption=requeue;$x=1``),
-    ``.summary()``, ``.timestamp``, ``.stopped`` (``stop()`` was called) and ``.error``:
+    ``.summary()``, ``.to_dict()`` (the REST ``autoScaleRun``: timestamp, results, error),
+    ``.timestamp``, ``.stopped`` (``stop()`` was called) and ``.error``:
     None, or an ``AutoScaleError`` (``.code``, ``.message``, ``.values`` as name/value
     pairs, ``.line``, ``.column``, ``.statement``, ``.to_dict()`` in the REST shape). On
     error nothing is applied: ``.results`` holds the unchanged targets.

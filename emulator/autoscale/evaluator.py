@@ -18,11 +18,13 @@ in a Batch pool" and observed service output):
 from __future__ import annotations
 
 import math
+import operator
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 from emulator.autoscale import nodes
 from emulator.autoscale.errors import (
@@ -89,6 +91,16 @@ class AutoScaleRunResult:
     def as_batch_string(self) -> str:
         """Batch's `results` string: `$TargetDedicatedNodes=1;...;$myVar=2`."""
         return ";".join(f"{name}={format_value(value)}" for name, value in self.results.items())
+
+    def to_dict(self) -> dict[str, object]:
+        """Batch's REST `autoScaleRun`: timestamp, results and (on failure) error."""
+        run: dict[str, object] = {
+            "timestamp": self.timestamp.isoformat().replace("+00:00", "Z"),
+            "results": self.as_batch_string(),
+        }
+        if self.error is not None:
+            run["error"] = self.error.to_dict()
+        return run
 
     def summary(self) -> str:
         """One line: `target: 10 dedicated, 0 low-priority; deallocation: taskcompletion`."""
@@ -377,7 +389,7 @@ class _Evaluator:
         if node.method == "GetSamplePeriod":
             return TimeInterval.from_timedelta(history.period)
         if node.method == "Count":
-            return float(history.count(metric))
+            return float(len(history.newest(metric, history.count(metric), now)))
         if node.method == "HistoryBeginTime":
             begin = history.begin_time(metric)
             if begin is None:
@@ -486,26 +498,19 @@ def _arithmetic(node: nodes.Binary, op: str, a: Value, b: Value) -> Value:
     raise _fail(node, f"operator {op} does not apply to {type_name(a)} and {type_name(b)}")
 
 
+_COMPARATORS: dict[str, Callable[[Any, Any], bool]] = {
+    "<": operator.lt, "<=": operator.le, "==": operator.eq,
+    ">=": operator.ge, ">": operator.gt, "!=": operator.ne,
+}
+
+
 def _compare(node: nodes.Binary, op: str, a: Value, b: Value) -> float:
-    comparable = (
-        (isinstance(a, float) and isinstance(b, float))
-        or (isinstance(a, str) and isinstance(b, str))
-        or (isinstance(a, datetime) and isinstance(b, datetime))
-        or (isinstance(a, TimeInterval) and isinstance(b, TimeInterval))
-    )
+    """double, string (ordinal), timestamp and timeinterval compare with their own kind."""
+    comparable = any(isinstance(a, kind) and isinstance(b, kind)
+                     for kind in (float, str, datetime, TimeInterval))
     if not comparable:
         raise _fail(node, f"operator {op} does not compare {type_name(a)} with {type_name(b)}")
-    left: object = a
-    right: object = b
-    result = {
-        "<": lambda: left < right,  # type: ignore[operator]
-        "<=": lambda: left <= right,  # type: ignore[operator]
-        "==": lambda: left == right,
-        ">=": lambda: left >= right,  # type: ignore[operator]
-        ">": lambda: left > right,  # type: ignore[operator]
-        "!=": lambda: left != right,
-    }[op]()
-    return 1.0 if result else 0.0
+    return 1.0 if _COMPARATORS[op](a, b) else 0.0
 
 
 # --- functions -----------------------------------------------------------------------------

@@ -287,3 +287,19 @@ def test_constant_history_spans_thirty_minutes() -> None:
     assert samples.begin_time("PendingTasks") == NOW - timedelta(minutes=29, seconds=30)
     assert value("x = $PendingTasks.GetSamplePercent(TimeInterval_Minute * 30);", samples) == \
         "100"
+
+
+def test_run_result_in_the_rest_shape() -> None:
+    ok = run("$TargetDedicatedNodes = 2;")
+    assert ok.to_dict() == {
+        "timestamp": "2026-01-05T10:00:00Z",
+        "results": "$TargetDedicatedNodes=2;$TargetLowPriorityNodes=0;"
+                   "$NodeDeallocationOption=requeue",
+    }
+    failed = run("x = y;")
+    assert failed.to_dict()["error"] == {
+        "code": "AutoScalingFormulaEvaluationError",
+        "message": "Autoscale evaluation failed",
+        "values": [{"name": "Message", "value": "Line 1, Col 5: undefined variable y"},
+                   {"name": "Statement", "value": "x = y"}],
+    }
