@@ -6,7 +6,7 @@
 set -euo pipefail
 umask 022
 
-BL_SPEC_HASH=2535e6ea6d0cbd8805afcea3b9ff30b7
+BL_SPEC_HASH=d0d4716f5dc47b724c00737c0c66f374
 BL_LANGUAGE=julia
 BL_POOL_KIND=marketplace
 BL_ROOT="${AZ_BATCH_NODE_SHARED_DIR:?AZ_BATCH_NODE_SHARED_DIR is not set: run this as a Batch start task}/batchlaunch"
@@ -144,9 +144,9 @@ rm -rf "$BL_JULIA_HOME"
 mkdir -p "$BL_JULIA_HOME"
 tar -xzf "$BL_TMP/julia.tar.gz" -C "$BL_JULIA_HOME" --strip-components=1
 [ -x "$BL_JULIA" ] || fail "the tarball has no bin/julia"
-"$BL_JULIA" --version
 mkdir -p "$BL_JULIA_DEPOT"
 export JULIA_DEPOT_PATH="$BL_JULIA_DEPOT"
+"$BL_JULIA" --version
 
 step "add julia packages"
 # Specs go in as ARGS (never spliced into Julia code): Name, Name@version, URL#rev.

@@ -6,7 +6,7 @@
 set -euo pipefail
 umask 022
 
-BL_SPEC_HASH=926c24a1d46da01229e6ef0452174011
+BL_SPEC_HASH=8c8b63229a68a49c1bb50c14c6b775fb
 BL_LANGUAGE=python
 BL_POOL_KIND=gallery
 BL_ROOT="${AZ_BATCH_NODE_SHARED_DIR:?AZ_BATCH_NODE_SHARED_DIR is not set: run this as a Batch start task}/batchlaunch"

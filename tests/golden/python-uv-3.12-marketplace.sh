@@ -6,7 +6,7 @@
 set -euo pipefail
 umask 022
 
-BL_SPEC_HASH=f015aeb025cab01409280c8b6eac3a1b
+BL_SPEC_HASH=b3dbd2d02fa6140fd7fcd04037ed379d
 BL_LANGUAGE=python
 BL_POOL_KIND=marketplace
 BL_ROOT="${AZ_BATCH_NODE_SHARED_DIR:?AZ_BATCH_NODE_SHARED_DIR is not set: run this as a Batch start task}/batchlaunch"

@@ -6,7 +6,7 @@
 set -euo pipefail
 umask 022
 
-BL_SPEC_HASH=e840b0f3707730e859eb8541e3058d68
+BL_SPEC_HASH=edbb702082e9c531cc99bfe3c10afab9
 BL_LANGUAGE=python
 BL_POOL_KIND=marketplace
 BL_ROOT="${AZ_BATCH_NODE_SHARED_DIR:?AZ_BATCH_NODE_SHARED_DIR is not set: run this as a Batch start task}/batchlaunch"

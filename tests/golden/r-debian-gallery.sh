@@ -6,7 +6,7 @@
 set -euo pipefail
 umask 022
 
-BL_SPEC_HASH=7069522f67669b1399d4b0ec1d819d43
+BL_SPEC_HASH=23f1d1a54c16983d81918e9229bccc84
 BL_LANGUAGE=r
 BL_POOL_KIND=gallery
 BL_ROOT="${AZ_BATCH_NODE_SHARED_DIR:?AZ_BATCH_NODE_SHARED_DIR is not set: run this as a Batch start task}/batchlaunch"

@@ -6,7 +6,7 @@
 set -euo pipefail
 umask 022
 
-BL_SPEC_HASH=2e95cc442a3abae1b75f843befce9d24
+BL_SPEC_HASH=0280c4007fd57689c768bd9c3aa74736
 BL_LANGUAGE=r
 BL_POOL_KIND=marketplace
 BL_ROOT="${AZ_BATCH_NODE_SHARED_DIR:?AZ_BATCH_NODE_SHARED_DIR is not set: run this as a Batch start task}/batchlaunch"

@@ -6,7 +6,7 @@
 set -euo pipefail
 umask 022
 
-BL_SPEC_HASH=b64a484b5dddd6849d10f691728c3a0d
+BL_SPEC_HASH=3a8c7e664b279dd97cc2f1d785330bf3
 BL_LANGUAGE=r
 BL_POOL_KIND=gallery
 BL_ROOT="${AZ_BATCH_NODE_SHARED_DIR:?AZ_BATCH_NODE_SHARED_DIR is not set: run this as a Batch start task}/batchlaunch"
