@@ -48,9 +48,12 @@ import time
 import traceback
 from collections.abc import Callable
 from types import FrameType, TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import cloudpickle
+try:
+    import cloudpickle
+except ImportError:  # reported by main() as a clear error envelope, not a crash
+    cloudpickle = None
 
 MAGIC = b"BATCHLAUNCH-PAYLOAD/1 "
 FORMAT_VERSION = 1
@@ -63,9 +66,11 @@ EXIT_RUNNER_FAILED = 70
 VERSION_MISMATCH = "PythonVersionMismatch"
 TERMINATED = "RunnerTerminated"
 RESULT_NOT_PICKLABLE = "ResultNotPicklable"
+MISSING_PACKAGE = "MissingPackage"
 BAD_PAYLOAD = "BadPayload"
 
-Outcome = tuple[Any, ...]
+if TYPE_CHECKING:  # not evaluated at run time: the node's Python may be older than 3.9
+    Outcome = tuple[Any, ...]
 
 
 class PayloadFormatError(ValueError):
@@ -93,7 +98,7 @@ def base_header(kind: str) -> dict[str, Any]:
         "format": FORMAT_VERSION,
         "kind": kind,
         "python": "{}.{}.{}".format(*sys.version_info[:3]),
-        "cloudpickle": cloudpickle.__version__,
+        "cloudpickle": cloudpickle.__version__ if cloudpickle is not None else None,
     }
 
 
@@ -277,6 +282,15 @@ def run(function_path: str, args_path: str) -> tuple[dict[str, Any], int | None]
         "started": time.time(),
     }
     signum: int | None = None
+    if cloudpickle is None:
+        envelope["setup_error"] = runner_error(
+            MISSING_PACKAGE,
+            f"cloudpickle is not installed for this node's Python ({sys.executable}); the "
+            "runtime's start task installs it: check [runtime] language/version and the "
+            "start task's log",
+        )
+        envelope["finished"] = time.time()
+        return envelope, None
     try:
         _interruptible[0] = True
         try:

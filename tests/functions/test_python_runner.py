@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 import traceback
@@ -244,3 +245,36 @@ def test_usage_error_and_foreign_payload(tmp_path: Path) -> None:
     crashed = envelope.task_outcomes("python", tmp_path / "absent.pkl", expected=1, exit_code=137)
     with pytest.raises(TaskCrashed, match="SIGKILL"):
         crashed[0].result()
+
+
+def test_node_without_cloudpickle_gets_a_clear_error(tmp_path: Path) -> None:
+    def f() -> int:
+        return 1
+
+    proc, wd = start_python_task(tmp_path, "t16", dumps_function(f), dumps_args())
+    run = finish(proc, wd, envelope.RESULT_PICKLE)
+    assert run.exit_code == 0
+    # the same runner on a node whose Python lacks cloudpickle (no PYTHONPATH, -S)
+    argv = [
+        sys.executable,
+        "-S",
+        rp.__file__,
+        "--function",
+        str(next(wd.glob("function-*"))),
+        "--args",
+        str(wd / envelope.ARGS_PICKLE),
+        "--out",
+        str(wd / "bare.pkl"),
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    bare = subprocess.run(argv, cwd=wd, env=env, capture_output=True, text=True, timeout=60)
+    assert bare.returncode == 0, bare.stderr
+    with pytest.raises(RemoteError, match="cloudpickle is not installed"):
+        envelope.read_python_result(wd / "bare.pkl").result()
+
+
+def test_runner_parses_as_python_3_8(repo_root: Path) -> None:
+    """Older node Pythons must reach the version check, not die on syntax."""
+    import ast
+
+    ast.parse((repo_root / "launcher/runners/run_python.py").read_text(), feature_version=(3, 8))
