@@ -4,11 +4,13 @@
 
 The modules: `keys` (the client's ed25519 key pairs), `nodeuser` (what node user to ask
 Batch for), `hostkeys` (trust on first use per pool/node), `connection` (commands and
-files over paramiko), `shell` (the interactive pty), `parallel` (``--all-nodes``).
+files over paramiko), `shell` (the interactive pty), `parallel` (``--all-nodes``),
+`access` (node users + Connections for a session, through the azure-batch SDK).
 """
 
 from __future__ import annotations
 
+from launcher.ssh.access import NodeAccess
 from launcher.ssh.connection import CommandTimeout, Connection, Result, with_env
 from launcher.ssh.hostkeys import HostKeyChanged, HostKeyStore, address_name
 from launcher.ssh.keys import KeyPair, ensure_key_pair, key_path, load_key_pair, remove_key_pair
@@ -23,6 +25,7 @@ __all__ = [
     "HostKeyStore",
     "KeyPair",
     "LinePrefixer",
+    "NodeAccess",
     "NodeUserPlan",
     "Result",
     "address_name",
