@@ -16,6 +16,10 @@ from emulator.autoscale.names import FUNCTIONS, METHODS, canonical, is_read_only
 
 MAX_FORMULA_BYTES = 8192
 MAX_STATEMENTS = 100
+# Bounds that keep parsing and evaluation (both recursive) far from Python's recursion
+# limit; real formulas nest a handful of levels.
+MAX_NESTING = 40
+MAX_TREE_DEPTH = 200
 
 _COMPARISONS = ("<", "<=", "==", ">=", ">", "!=")
 
@@ -29,6 +33,7 @@ class _Parser:
         self.source = source
         self.tokens = tokenize(source)
         self.pos = 0
+        self.nesting = 0
 
     # --- token helpers -------------------------------------------------------------------
     @property
@@ -90,12 +95,24 @@ class _Parser:
                 )
             self.pos += 2
         expr = self.expression()
+        if _depth(expr) > MAX_TREE_DEPTH:
+            raise self.error(f"the statement is too complex (more than {MAX_TREE_DEPTH} "
+                             "nested operations); split it into several statements", start)
         end = self.token.offset
         text = " ".join(self.source[start.offset : end].split())
         return nodes.Statement(target, expr, start.line, start.column, text)
 
     # --- expressions ---------------------------------------------------------------------
     def expression(self) -> nodes.Node:
+        self.nesting += 1
+        try:
+            if self.nesting > MAX_NESTING:
+                raise self.error(f"expressions nest more than {MAX_NESTING} levels deep")
+            return self.conditional()
+        finally:
+            self.nesting -= 1
+
+    def conditional(self) -> nodes.Node:
         condition = self.logical_or()
         if self.at_op("?"):
             self.advance()
@@ -133,7 +150,13 @@ class _Parser:
     def unary(self) -> nodes.Node:
         if self.at_op("-", "!", "+"):
             token = self.advance()
-            operand = self.unary()
+            self.nesting += 1
+            try:
+                if self.nesting > MAX_NESTING:
+                    raise self.error(f"expressions nest more than {MAX_NESTING} levels deep")
+                operand = self.unary()
+            finally:
+                self.nesting -= 1
             if token.text == "+":
                 return operand
             return nodes.Unary(token.line, token.column, token.text, operand)
@@ -210,6 +233,30 @@ class _Parser:
             self.expect_op(")", "to close the parenthesis")
             return expr
         raise self.error(f"expected an expression, found {_describe(token)}")
+
+
+def _children(node: nodes.Node) -> tuple[nodes.Node, ...]:
+    if isinstance(node, nodes.Unary):
+        return (node.operand,)
+    if isinstance(node, nodes.Binary):
+        return (node.left, node.right)
+    if isinstance(node, nodes.Conditional):
+        return (node.condition, node.if_true, node.if_false)
+    if isinstance(node, nodes.Call | nodes.MethodCall):
+        return node.args
+    if isinstance(node, nodes.Member):
+        return (node.target,)
+    return ()
+
+
+def _depth(root: nodes.Node) -> int:
+    """Depth of a tree, without recursion (a long `a + b + ...` chain is deep)."""
+    deepest, stack = 0, [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in _children(node))
+    return deepest
 
 
 def _arity(low: int, high: int | None) -> str:

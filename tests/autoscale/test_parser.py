@@ -115,3 +115,21 @@ def test_statement_text_is_kept_for_error_reports() -> None:
     program = parse_formula("a = 1;\n  b = avg(1,\n      2);  // trailing\n")
     assert [s.text for s in program.statements] == ["a = 1", "b = avg(1, 2)"]
     assert (program.statements[1].line, program.statements[1].column) == (2, 3)
+
+
+def test_deep_nesting_is_a_syntax_error_not_a_crash() -> None:
+    # the statement's expression and 39 parentheses inside it parse; a 40th does not
+    assert parse_formula("x = " + "(" * 39 + "1" + ")" * 39 + ";")
+    with pytest.raises(FormulaSyntaxError, match="nest more than 40 levels") as caught:
+        parse_formula("x = " + "(" * 40 + "1" + ")" * 40 + ";")
+    assert (caught.value.line, caught.value.column) == (1, 45)
+    # a whole 8 KB of '(' or of '-' fails the same way, never with RecursionError
+    for char in "(-!":
+        with pytest.raises(FormulaSyntaxError, match="nest more than"):
+            parse_formula("x = " + char * (MAX_FORMULA_BYTES - 4))
+    # long chains of operators build deep trees: 200 levels pass, more are refused
+    assert evaluate_formula("x = " + "+".join(["1"] * 200) + ";", SampleHistory(),
+                            NOW).results["x"] == 200.0
+    with pytest.raises(FormulaSyntaxError, match="too complex") as caught:
+        parse_formula("a = 1;\n  x = " + "*".join(["1"] * 202) + ";")
+    assert (caught.value.line, caught.value.column) == (2, 3)
