@@ -190,7 +190,7 @@ function load(opts)
 end
 
 function run(opts)
-    setup = capture(() -> load(opts); encode = false)
+    setup = capture(() -> load(opts), encode = false)
     if setup["status"] == "error"
         delete!(setup, "elapsed_seconds")
         return setup

@@ -311,3 +311,28 @@ def test_julia_model_defines_the_conformance_functions() -> None:
     for case in CASES:
         if case.name != "missing_function":
             assert re.search(rf"^{case.function}\(", model, re.M), case.function
+
+
+def julia_syntax_errors(source: bytes) -> list[str]:
+    """ERROR/missing nodes of tree-sitter's Julia grammar (no Julia binary here)."""
+    import tree_sitter_julia
+    from tree_sitter import Language, Parser
+
+    tree = Parser(Language(tree_sitter_julia.language())).parse(source)
+    found: list[str] = []
+    stack = [tree.root_node]
+    while stack:
+        node = stack.pop()
+        if node.type == "ERROR" or node.is_missing:
+            found.append(
+                f"line {node.start_point[0] + 1}: {source[node.start_byte : node.end_byte][:60]!r}"
+            )
+        stack.extend(node.children)
+    return found
+
+
+def test_julia_sources_parse() -> None:
+    assert julia_syntax_errors(JL.encode()) == []
+    assert julia_syntax_errors((MODELS / "model.jl").read_bytes()) == []
+    broken = JL.replace("end\n\nfunction metadata()", "\n\nfunction metadata()")
+    assert broken != JL and julia_syntax_errors(broken.encode())  # the check can fail
