@@ -47,7 +47,7 @@ from emulator.autoscale.names import (
     WRITABLE_ALIASES,
     metric_name,
 )
-from emulator.autoscale.parser import parse_formula
+from emulator.autoscale.parser import parse_cached
 from emulator.autoscale.values import (
     TIME_INTERVAL_CONSTANTS,
     DoubleVec,
@@ -158,7 +158,7 @@ def evaluate_formula(
     initial = dict(state.writable)
 
     try:
-        program = parse_formula(formula)
+        program = parse_cached(formula)
     except FormulaSyntaxError as exc:
         return AutoScaleRunResult(dict(initial), moment, exc.to_error())
 

@@ -9,6 +9,8 @@ assignments to read-only service-defined variables.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from emulator.autoscale import nodes
 from emulator.autoscale.errors import SYNTAX_ERROR, TOO_LONG, FormulaSyntaxError
 from emulator.autoscale.lexer import Token, tokenize
@@ -282,3 +284,9 @@ def parse_formula(formula: str) -> nodes.Program:
             1,
         )
     return _Parser(formula).program()
+
+
+@lru_cache(maxsize=256)
+def parse_cached(formula: str) -> nodes.Program:
+    """parse_formula for a pool re-evaluated every interval: programs are immutable."""
+    return parse_formula(formula)
