@@ -404,7 +404,8 @@ class _Evaluator:
             return DoubleVec(tuple(history.newest(metric, int(count), now)))
         older, newer, percent_arg = self.window(node, args)
         values = history.window(metric, older, newer)
-        expected = max(1, round((newer - older) / history.period))
+        # samples every period, the newest at `newer`: a span holds ceil(span / period)
+        expected = max(1, math.ceil((newer - older) / history.period - 1e-9))
         percent = min(100.0, 100.0 * len(values) / expected)
         if node.method == "GetSamplePercent":
             if percent_arg is not None:

@@ -303,3 +303,17 @@ def test_run_result_in_the_rest_shape() -> None:
         "values": [{"name": "Message", "value": "Line 1, Col 5: undefined variable y"},
                    {"name": "Statement", "value": "x = y"}],
     }
+
+
+def test_windows_that_are_not_a_multiple_of_the_period() -> None:
+    samples = history(PendingTasks=[1, 2, 3, 4])
+    # 45 s holds the samples at now and now-30s: 2 of ceil(45/30) = 2 possible = 100 %
+    assert value("x = $PendingTasks.GetSamplePercent(TimeInterval_Second * 45);", samples) == \
+        "100"
+    assert value("x = $PendingTasks.GetSample(TimeInterval_Second * 45);", samples) == "[1,2]"
+    # 10 s holds one possible sample (the one at now)
+    assert value("x = $PendingTasks.GetSamplePercent(TimeInterval_Second * 10);", samples) == \
+        "100"
+    # 150 s: ceil(5) = 5 possible, 4 exist -> 80 %
+    assert value("x = $PendingTasks.GetSamplePercent(TimeInterval_Second * 150);", samples) == \
+        "80"
