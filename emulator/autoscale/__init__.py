@@ -40,7 +40,7 @@ target_low_priority=None, seed=None) -> AutoScaleRunResult``
     ``TaskSlotsPerNode`` (a formula reads their newest sample).
 
 Conventions where the docs are silent (chosen, documented, tested): GetSample vectors are
-newest first; sample windows are ``(now - end, now - start]`` and hold ``span / 30 s``
+newest first; sample windows are ``(now - end, now - start]`` and hold ``ceil(span / 30 s)``
 possible samples; a sampled metric used as a plain value is an evaluation error; a
 negative or non-finite final target is an evaluation error; timeintervals print as .NET
 TimeSpans (``00:10:00``); timestamps as ``2016-10-13T19:18:47.805Z``.

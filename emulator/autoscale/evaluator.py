@@ -8,7 +8,7 @@ in a Batch pool" and observed service output):
   and `$NodeDeallocationOption` at `requeue`; `$TargetDedicated`/`$TargetLowPriority` are
   aliases (the full name wins when both are set).
 - `GetSample` vectors are newest sample first. A time window `(now - end, now - start]`
-  holds `span / 30 s` possible samples; `GetSample(..., pct)` fails with
+  holds `ceil(span / 30 s)` possible samples; `GetSample(..., pct)` fails with
   `InsufficientSampleData` when fewer than pct percent of them exist.
 - Any other failure is `AutoScalingFormulaEvaluationError`; a failed run changes nothing:
   its results show the targets unchanged.
