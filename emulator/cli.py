@@ -1,0 +1,125 @@
+"""`emulator serve`: the command line of the local Batch service (also `batchlaunch emulator`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from emulator.config import DEFAULT_ACCOUNT, DEFAULT_HOST, DEFAULT_KEY, Settings
+
+
+def _rate(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise click.BadParameter("must be between 0 and 1")
+    return value
+
+
+@click.group()
+def emulator() -> None:
+    """The local Azure Batch service (data-plane REST API, nodes on this machine)."""
+
+
+@emulator.command()
+@click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port; 0 picks a free one.",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where pools, jobs, tasks and node directories live [default: BATCHLAUNCH_HOME/emulator].",
+)
+@click.option(
+    "--account", default=DEFAULT_ACCOUNT, show_default=True, help="Account name clients sign with."
+)
+@click.option(
+    "--key",
+    default=DEFAULT_KEY,
+    help="Base64 account key [default: the documented well-known key].",
+)
+@click.option(
+    "--fault-rate",
+    default=0.0,
+    type=float,
+    callback=_rate,
+    help="Share of requests answered 500/503 or with a dropped connection.",
+)
+@click.option(
+    "--throttle-rate",
+    default=0.0,
+    type=float,
+    callback=_rate,
+    help="Share of requests answered 429 with Retry-After.",
+)
+@click.option("--seed", default=None, type=int, help="Seed for faults, throttling and preemption.")
+@click.option("--idle-timeout", default=None, type=float, help="Exit after this many idle seconds.")
+@click.option(
+    "--time-scale",
+    default=1.0,
+    type=float,
+    show_default=True,
+    help="Multiplier for simulated delays (node boot, deletion, autoscale interval).",
+)
+@click.option(
+    "--preempt-rate",
+    default=0.0,
+    type=float,
+    callback=_rate,
+    help="Chance that a low-priority node is preempted once, shortly after its first task starts.",
+)
+@click.option(
+    "--remote-login-port",
+    default=50000,
+    type=click.IntRange(1, 65535),
+    show_default=True,
+    help="Port reported by remote login settings (the SSH endpoint).",
+)
+def serve(
+    host: str,
+    port: int,
+    state_dir: Path | None,
+    account: str,
+    key: str,
+    fault_rate: float,
+    throttle_rate: float,
+    seed: int | None,
+    idle_timeout: float | None,
+    time_scale: float,
+    preempt_rate: float,
+    remote_login_port: int,
+) -> None:
+    """Serve until SIGINT/SIGTERM; prints BATCH_ENDPOINT=http://HOST:PORT when ready."""
+    import base64
+    import binascii
+
+    from emulator.server import serve as run
+
+    try:
+        base64.b64decode(key, validate=True)
+    except binascii.Error:
+        raise click.BadParameter("must be base64", param_hint="--key") from None
+    if state_dir is None:
+        from launcher.paths import emulator_state_dir
+
+        state_dir = emulator_state_dir()
+    settings = Settings(
+        state_dir=state_dir.resolve(),
+        host=host,
+        port=port,
+        account=account,
+        key=key,
+        fault_rate=fault_rate,
+        throttle_rate=throttle_rate,
+        seed=seed,
+        idle_timeout=idle_timeout,
+        time_scale=time_scale,
+        preempt_rate=preempt_rate,
+        remote_login_port=remote_login_port,
+    )
+    run(settings)

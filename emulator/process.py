@@ -1,0 +1,109 @@
+"""Running one command line on the "node": no shell, own process group, event-driven exit.
+
+Processes start with subprocess.Popen (vfork/posix_spawn under the hood, close_fds) and their
+exit is observed through a pidfd registered with the event loop, so waiting costs no thread
+and no polling. A timeout or a kill signals the whole process group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shlex
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class LaunchError(Exception):
+    """The command line could not be executed (bad quoting, program not found)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(eq=False)
+class Running:
+    """A started process; `kill()` ends its whole process group."""
+
+    proc: subprocess.Popen[bytes]
+    done: asyncio.Future[int]
+    killed_by: str | None = None
+    _timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+    def kill(self, reason: str) -> None:
+        if self.done.done():
+            return
+        self.killed_by = self.killed_by or reason
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def split(command_line: str) -> list[str]:
+    try:
+        argv = shlex.split(command_line)
+    except ValueError as exc:
+        raise LaunchError("CommandLineInvalid", f"cannot parse the command line: {exc}") from None
+    if not argv:
+        raise LaunchError("CommandLineInvalid", "the command line is empty")
+    return argv
+
+
+def start(
+    command_line: str,
+    cwd: Path,
+    env: dict[str, str],
+    stdout: Path,
+    stderr: Path,
+    timeout: float | None,
+) -> Running:
+    """Exec `command_line` (split like a POSIX shell would, but without one)."""
+    argv = split(command_line)
+    loop = asyncio.get_running_loop()
+    with open(stdout, "ab") as out, open(stderr, "ab") as err:
+        try:
+            proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                close_fds=True,
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            raise LaunchError(
+                "CommandProgramNotFound", f"The specified command program is not found: {argv[0]}"
+            ) from None
+        except PermissionError:
+            raise LaunchError(
+                "CommandProgramNotExecutable",
+                f"The specified command program is not executable: {argv[0]}",
+            ) from None
+        except OSError as exc:
+            raise LaunchError("CommandLaunchFailed", f"cannot start {argv[0]}: {exc}") from None
+    done: asyncio.Future[int] = loop.create_future()
+    running = Running(proc, done)
+    pidfd = os.pidfd_open(proc.pid)
+
+    def reap() -> None:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        code = proc.wait()
+        if running._timer:
+            running._timer.cancel()
+        # The group may hold orphans (background children): end them with their leader.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        if not done.done():
+            done.set_result(128 - code if code < 0 else code)
+
+    loop.add_reader(pidfd, reap)
+    if timeout is not None:
+        running._timer = loop.call_later(max(timeout, 0.0), running.kill, "timeout")
+    return running

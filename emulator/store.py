@@ -1,0 +1,86 @@
+"""Durable state: one SQLite database (WAL) in the state dir, written in batches.
+
+The in-memory objects are the truth while the service runs; every change marks the object
+dirty and a flush (a few times a second, and at shutdown) writes all dirty objects in one
+transaction. No per-change fsync: a crash loses at most the last flush interval, and a task
+whose completion was lost is simply requeued and run again on restart.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+KINDS = ("pool", "node", "job", "task")
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS objects (kind TEXT, key TEXT, body TEXT, "
+            "PRIMARY KEY (kind, key))"
+        )
+        self._dirty: dict[tuple[str, str], Callable[[], dict[str, Any]] | None] = {}
+        self._write_lock = threading.Lock()
+
+    def mark(self, kind: str, key: str, snapshot: Callable[[], dict[str, Any]]) -> None:
+        """Remember that `key` changed; `snapshot()` is called at flush time."""
+        self._dirty[(kind, key)] = snapshot
+
+    def forget(self, kind: str, key: str) -> None:
+        self._dirty[(kind, key)] = None
+
+    def has_pending(self) -> bool:
+        return bool(self._dirty)
+
+    def take(self) -> list[tuple[str, str, str | None]]:
+        """Serialise the dirty set (on the service's thread, so the snapshot is consistent)."""
+        dirty, self._dirty = self._dirty, {}
+        rows: list[tuple[str, str, str | None]] = []
+        for (kind, key), snap in dirty.items():
+            rows.append(
+                (kind, key, None if snap is None else json.dumps(snap(), separators=(",", ":")))
+            )
+        return rows
+
+    def write(self, rows: list[tuple[str, str, str | None]]) -> None:
+        """Apply serialised rows in one transaction (may run on a worker thread)."""
+        if not rows:
+            return
+        with self._write_lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO objects (kind, key, body) VALUES (?, ?, ?)",
+                    [r for r in rows if r[2] is not None],
+                )
+                self._db.executemany(
+                    "DELETE FROM objects WHERE kind = ? AND key = ?",
+                    [(k, key) for k, key, body in rows if body is None],
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def flush(self) -> None:
+        self.write(self.take())
+
+    def load(self, kind: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        cursor = self._db.execute(
+            "SELECT key, body FROM objects WHERE kind = ? ORDER BY rowid", (kind,)
+        )
+        for key, body in cursor:
+            yield key, json.loads(body)
+
+    def close(self) -> None:
+        with self._write_lock:
+            self._db.close()
