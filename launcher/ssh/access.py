@@ -39,6 +39,7 @@ class NodeAccess:
         keep_user: bool = False,
         max_workers: int = 8,
         connect_timeout: float = 15.0,
+        auth_retry: float = 60.0,
         known_hosts: HostKeyStore | None = None,
         key: KeyPair | None = None,
     ) -> None:
@@ -52,6 +53,7 @@ class NodeAccess:
         self.keep_user = keep_user
         self.max_workers = max_workers
         self.connect_timeout = connect_timeout
+        self.auth_retry = auth_retry
         self.known_hosts = known_hosts if known_hosts is not None else HostKeyStore()
         self.key = key
         self.users: dict[str, NodeUserPlan] = {}
@@ -91,6 +93,7 @@ class NodeAccess:
                 host_id=f"{self.pool_id}/{node_id}",
                 known_hosts=self.known_hosts,
                 connect_timeout=self.connect_timeout,
+                auth_retry=self.auth_retry,  # the new user may not be on the node yet
             )
 
         try:

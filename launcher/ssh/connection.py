@@ -60,6 +60,10 @@ class Result:
         return self.exit_code == 0
 
 
+class _AuthRefused(Exception):
+    """Login refused (retried by `Connection._connect` while `auth_retry` lasts)."""
+
+
 class CommandTimeout(UserError):
     """A remote command ran longer than its `timeout`."""
 
@@ -83,6 +87,7 @@ class Connection:
         known_hosts: HostKeyStore | str | os.PathLike[str] | None = None,
         connect_timeout: float = 15.0,
         keepalive: int = 30,
+        auth_retry: float = 0.0,
     ) -> None:
         self.host = host
         self.port = int(port)
@@ -96,6 +101,7 @@ class Connection:
         )
         self.connect_timeout = connect_timeout
         self.keepalive = keepalive
+        self.auth_retry = auth_retry
         self._client: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self._lock = threading.RLock()
@@ -142,6 +148,22 @@ class Connection:
                 self._client = None
 
     def _connect(self) -> paramiko.SSHClient:
+        """Connect once; or, with `auth_retry`, retry refused logins for that many seconds.
+
+        A node user just created through the Batch API can take a few seconds to reach the
+        node's sshd, so the launcher retries logins right after creating one."""
+        deadline = time.monotonic() + self.auth_retry
+        delay = 0.25
+        while True:
+            try:
+                return self._connect_once()
+            except _AuthRefused as exc:
+                if time.monotonic() + delay > deadline:
+                    raise UserError(str(exc)) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 4.0)
+
+    def _connect_once(self) -> paramiko.SSHClient:
         read_private_file(self.key_path)  # refuse a key others can read, before loading it
         try:
             pkey = paramiko.PKey.from_path(self.key_path)
@@ -176,7 +198,7 @@ class Connection:
             raise
         except paramiko.AuthenticationException:
             client.close()
-            raise UserError(
+            raise _AuthRefused(
                 f"ssh: {where} refused user {self.user!r} with key {self.key_path} "
                 "(key-only login; the node user may have expired or been deleted: "
                 "run `batchlaunch ssh` again to create a fresh one)"

@@ -227,3 +227,29 @@ def test_get_many_stops_on_a_missing_file(connect: Connect, tmp_path: Path) -> N
         with pytest.raises(UserError, match=r"gone: no such file or directory on node"):
             conn.get_many(pairs, max_workers=3)
         assert conn.run("echo fine").stdout == b"fine\n"
+
+
+def test_auth_retry_waits_for_a_user_that_is_being_created(
+    sshd: SshdServer, throwaway_user: str, bl_home: Path
+) -> None:
+    from launcher.ssh import ensure_key_pair
+
+    key = ensure_key_pair("retrypool")
+    conn = Connection(
+        sshd.host, sshd.port, throwaway_user, key.private_path, host_id="p/n3", auth_retry=10
+    )
+    timer = threading.Timer(1.0, sshd.authorize, args=(throwaway_user, key.public_openssh))
+    timer.start()
+    t0 = time.monotonic()
+    try:
+        assert conn.run("id -un").stdout.decode().strip() == throwaway_user
+    finally:
+        timer.join()
+        conn.close()
+    assert 1.0 <= time.monotonic() - t0 < 6
+    # without retry the refusal is immediate
+    other = Connection(
+        sshd.host, sshd.port, "root", ensure_key_pair("nobody").private_path, host_id="p/n4"
+    )
+    with pytest.raises(UserError, match="refused user 'root'"):
+        other.run("true")
