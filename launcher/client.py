@@ -653,11 +653,14 @@ class Client:
 
         pool_id = self._pool_id(pool_id)
         try:
-            # The SDK's poller is not used to wait: it swallows errors (BATCH-NOTES.md).
-            self.batch.begin_delete_pool(pool_id, polling_interval=self.conn.polling_interval)
+            poller = self.batch.begin_delete_pool(
+                pool_id, polling_interval=self.conn.polling_interval
+            )
         except ResourceNotFoundError:
             return False
         if wait:
+            poller.result(timeout=timeout)
+            # The poller swallows errors (BATCH-NOTES.md): confirm the pool is really gone.
             self._wait_pool_gone(pool_id, timeout)
         return True
 
@@ -844,10 +847,14 @@ class Client:
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
-            self.batch.begin_delete_job(job_id, polling_interval=self.conn.polling_interval)
+            poller = self.batch.begin_delete_job(
+                job_id, polling_interval=self.conn.polling_interval
+            )
         except ResourceNotFoundError:
             return False
         self._job_meta.pop(job_id, None)
+        if wait:
+            poller.result(timeout=timeout)
         deadline = time.monotonic() + timeout
         while wait:
             try:
