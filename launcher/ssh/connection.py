@@ -288,9 +288,9 @@ class Connection:
             try:
                 chan.exec_command(with_env(cmd, env))
                 feeder = _feed_stdin(chan, stdin)
-                _pump(chan, on_stdout, on_stderr, deadline, cmd, self.host_id)
+                finished = _pump(chan, on_stdout, on_stderr, deadline)
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                if not chan.status_event.wait(remaining):
+                if not (finished and chan.status_event.wait(remaining)):
                     raise CommandTimeout(
                         f"ssh: {cmd!r} on node {self.host_id} did not finish within {timeout:g} s"
                     )
@@ -496,14 +496,10 @@ def _feed_stdin(chan: paramiko.Channel, stdin: Stdin) -> threading.Thread | None
 
 
 def _pump(
-    chan: paramiko.Channel,
-    on_stdout: OnBytes,
-    on_stderr: OnBytes,
-    deadline: float | None,
-    cmd: str,
-    host_id: str,
-) -> None:
-    """Hand stdout and stderr chunks to their callbacks until the remote closes both."""
+    chan: paramiko.Channel, on_stdout: OnBytes, on_stderr: OnBytes, deadline: float | None
+) -> bool:
+    """Hand stdout and stderr chunks to their callbacks until the remote closes both
+    (True), or until `deadline` (False)."""
     while True:
         progressed = False
         if chan.recv_ready():
@@ -515,14 +511,19 @@ def _pump(
         if progressed:
             continue
         if chan.eof_received or chan.closed:
-            return
+            return True
         now = time.monotonic()
         if deadline is not None and now >= deadline:
-            raise CommandTimeout(
-                f"ssh: {cmd!r} on node {host_id} did not finish within the timeout"
-            )
-        wait = 1.0 if deadline is None else min(1.0, deadline - now)
-        select.select([chan], [], [], wait)
+            return False
+        select.select([chan], [], [], 1.0 if deadline is None else min(1.0, deadline - now))
+
+
+def safe_remote_name(name: str, parent: PurePosixPath) -> str:
+    """A name listed by the server, refused if it could step out of the local target
+    (``..``, a slash): a compromised node must not write outside the download dir."""
+    if name in ("", ".", "..") or "/" in name or "\0" in name:
+        raise UserError(f"ssh: refusing unsafe file name {name!r} listed in {parent} by the node")
+    return name
 
 
 def _remote_is_dir(sftp: paramiko.SFTPClient, path: str) -> bool:
@@ -545,7 +546,7 @@ def _walk_remote(
 ) -> Iterator[PurePosixPath]:
     """Regular files under root (symlinks to files followed, to directories not: no loops)."""
     for attr in sorted(sftp.listdir_attr(str(root / rel)), key=lambda a: a.filename):
-        child = rel / attr.filename
+        child = rel / safe_remote_name(attr.filename, root / rel)
         mode = attr.st_mode or 0
         if stat.S_ISLNK(mode):
             try:

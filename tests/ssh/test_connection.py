@@ -253,3 +253,14 @@ def test_auth_retry_waits_for_a_user_that_is_being_created(
     )
     with pytest.raises(UserError, match="refused user 'root'"):
         other.run("true")
+
+
+@pytest.mark.parametrize("name", ["..", ".", "", "a/b", "../../etc/passwd", "x\0y"])
+def test_unsafe_remote_names_are_refused(name: str) -> None:
+    from pathlib import PurePosixPath
+
+    from launcher.ssh.connection import safe_remote_name
+
+    with pytest.raises(UserError, match="unsafe file name"):
+        safe_remote_name(name, PurePosixPath("/remote"))
+    assert safe_remote_name("ok..name", PurePosixPath("/r")) == "ok..name"
