@@ -11,6 +11,16 @@ import shlex
 
 # Relative to $AZ_BATCH_NODE_SHARED_DIR; written by the start task (see render.py).
 ENV_FILE = "batchlaunch/env.sh"
+# The rendered script's name as a start-task resource file (in the start task's working dir).
+START_TASK_FILE = "batchlaunch-start.sh"
+
+
+def start_task_command() -> str:
+    """The start task's command line: run the shipped script with bash (no exec bit needed).
+
+    The start task should run elevated (admin auto-user) so Debian packages can be installed.
+    """
+    return f"/bin/bash {START_TASK_FILE}"
 
 
 def wrap_command(command: str) -> str:

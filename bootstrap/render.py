@@ -129,11 +129,15 @@ def render_start_task(
     if isinstance(runtime, PythonRuntime):
         index = index or runtime.index_url or DEFAULT_SIMPLE_INDEX
         package_names = [Requirement(p).name for p in runtime.packages]
-    return template_env().get_template(BASE_TEMPLATE).render(
-        rt=runtime,
-        pool_kind=pool_kind,
-        spec_hash=spec_hash(runtime, pool_kind),
-        simple_index=(index or DEFAULT_SIMPLE_INDEX).rstrip("/"),
-        package_names=package_names,
-        requirements_file=REQUIREMENTS_FILE,
+    return (
+        template_env()
+        .get_template(BASE_TEMPLATE)
+        .render(
+            rt=runtime,
+            pool_kind=pool_kind,
+            spec_hash=spec_hash(runtime, pool_kind),
+            simple_index=(index or DEFAULT_SIMPLE_INDEX).rstrip("/"),
+            package_names=package_names,
+            requirements_file=REQUIREMENTS_FILE,
+        )
     )

@@ -110,9 +110,7 @@ def check_url(value: str, what: str = "URL") -> str:
 
 def check_env_name(name: str) -> str:
     if not _ENV_NAME.fullmatch(name):
-        raise ValueError(
-            f"environment variable name {name!r} must match [A-Za-z_][A-Za-z0-9_]*"
-        )
+        raise ValueError(f"environment variable name {name!r} must match [A-Za-z_][A-Za-z0-9_]*")
     return name
 
 
@@ -144,7 +142,7 @@ def check_julia_package(value: str) -> str:
     if _JULIA_NAME.fullmatch(value) or _JULIA_URL.fullmatch(value):
         return value
     raise ValueError(
-        f"{value!r} is not a Julia package: use a registered name (\"JSON3\"), a name with"
+        f'{value!r} is not a Julia package: use a registered name ("JSON3"), a name with'
         ' a version ("JSON3@1.14") or a git URL with an optional revision'
         ' ("https://github.com/org/Pkg.jl#main")'
     )
@@ -331,9 +329,7 @@ class JuliaRuntime(RuntimeBase):
 
     @property
     def tarball_url(self) -> str:
-        return (
-            f"{self.mirror}/linux/x64/{self.minor}/julia-{self.version}-linux-x86_64.tar.gz"
-        )
+        return f"{self.mirror}/linux/x64/{self.minor}/julia-{self.version}-linux-x86_64.tar.gz"
 
     @property
     def all_packages(self) -> list[str]:
