@@ -17,6 +17,7 @@ import os
 import re
 import shlex
 import tomllib
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -737,6 +738,13 @@ def load_params(
         raise UserError(format_validation_error(exc, file)) from None
     params._path = file.resolve()
     _check_files(params, file)
+    packages = getattr(params.runtime, "packages", None)
+    if params.pool.kind == "container" and packages:
+        warnings.warn(
+            f"{file}: [runtime] packages: ignored on a container pool"
+            f" ({params.pool.container_image}); install them in the image",
+            stacklevel=2,
+        )
     try:
         params.start_task_script()
     except Exception as exc:  # a value the models let through but the templates refuse

@@ -371,3 +371,13 @@ def test_quickstart_is_a_six_task_sweep() -> None:
     tasks = expand_tasks(p)
     assert len(tasks) == 6 and len({t.command for t in tasks}) == 6
     assert p.runtime.language == "python" and not p.runtime.needs_venv  # type: ignore[union-attr]
+
+
+def test_packages_on_a_container_pool_warn(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[pool]\ncontainer_image = "python:3.11-slim"\n'
+        '[runtime]\nlanguage = "python"\npackages = ["six"]\n',
+    )
+    with pytest.warns(UserWarning, match=r"\[runtime\] packages: ignored on a container pool"):
+        load_params(path)
