@@ -14,7 +14,10 @@ _ids = itertools.count()
 
 UBUNTU = m.VirtualMachineConfiguration(
     image_reference=m.BatchVmImageReference(
-        publisher="canonical", offer="0001-com-ubuntu-server-jammy", sku="22_04-lts", version="latest"
+        publisher="canonical",
+        offer="0001-com-ubuntu-server-jammy",
+        sku="22_04-lts",
+        version="latest",
     ),
     node_agent_sku_id="batch.node.ubuntu 22.04",
 )
@@ -24,7 +27,9 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{next(_ids)}-{int(time.time() * 1000) % 100000}"
 
 
-def wait_for(fn: Callable[[], T], ok: Callable[[T], bool], timeout: float = 30.0, what: str = "") -> T:
+def wait_for(
+    fn: Callable[[], T], ok: Callable[[T], bool], timeout: float = 30.0, what: str = ""
+) -> T:
     deadline = time.monotonic() + timeout
     value = fn()
     while not ok(value):
@@ -35,14 +40,25 @@ def wait_for(fn: Callable[[], T], ok: Callable[[T], bool], timeout: float = 30.0
     return value
 
 
-def make_pool(client: Any, pool_id: str | None = None, nodes: int = 1, slots: int = 1,
-              low_priority: int = 0, wait: bool = True, **kwargs: Any) -> str:
+def make_pool(
+    client: Any,
+    pool_id: str | None = None,
+    nodes: int = 1,
+    slots: int = 1,
+    low_priority: int = 0,
+    wait: bool = True,
+    **kwargs: Any,
+) -> str:
     pool_id = pool_id or unique("pool")
     client.create_pool(
         m.BatchPoolCreateOptions(
-            id=pool_id, vm_size="standard_d2s_v3", virtual_machine_configuration=UBUNTU,
-            target_dedicated_nodes=nodes, target_low_priority_nodes=low_priority,
-            task_slots_per_node=slots, **kwargs,
+            id=pool_id,
+            vm_size="standard_d2s_v3",
+            virtual_machine_configuration=UBUNTU,
+            target_dedicated_nodes=nodes,
+            target_low_priority_nodes=low_priority,
+            task_slots_per_node=slots,
+            **kwargs,
         )
     )
     if wait:
@@ -50,29 +66,47 @@ def make_pool(client: Any, pool_id: str | None = None, nodes: int = 1, slots: in
     return pool_id
 
 
-def wait_nodes(client: Any, pool_id: str, count: int, states: tuple[str, ...] = ("idle",),
-               timeout: float = 30.0) -> list[Any]:
+def wait_nodes(
+    client: Any,
+    pool_id: str,
+    count: int,
+    states: tuple[str, ...] = ("idle",),
+    timeout: float = 30.0,
+) -> list[Any]:
     return wait_for(
         lambda: list(client.list_nodes(pool_id)),
         lambda nodes: len(nodes) == count and all(n.state in states for n in nodes),
-        timeout, f"{count} nodes in {states} in {pool_id}",
+        timeout,
+        f"{count} nodes in {states} in {pool_id}",
     )
 
 
 def make_job(client: Any, pool_id: str, job_id: str | None = None, **kwargs: Any) -> str:
     job_id = job_id or unique("job")
-    client.create_job(m.BatchJobCreateOptions(id=job_id, pool_info=m.BatchPoolInfo(pool_id=pool_id), **kwargs))
+    client.create_job(
+        m.BatchJobCreateOptions(id=job_id, pool_info=m.BatchPoolInfo(pool_id=pool_id), **kwargs)
+    )
     return job_id
 
 
-def wait_task(client: Any, job_id: str, task_id: str, state: str = "completed", timeout: float = 30.0) -> Any:
-    return wait_for(lambda: client.get_task(job_id, task_id), lambda t: t.state == state, timeout,
-                    f"task {task_id} {state}")
+def wait_task(
+    client: Any, job_id: str, task_id: str, state: str = "completed", timeout: float = 30.0
+) -> Any:
+    return wait_for(
+        lambda: client.get_task(job_id, task_id),
+        lambda t: t.state == state,
+        timeout,
+        f"task {task_id} {state}",
+    )
 
 
 def wait_all(client: Any, job_id: str, total: int, timeout: float = 60.0) -> Any:
-    return wait_for(lambda: client.get_job_task_counts(job_id).task_counts,
-                    lambda c: c.completed == total, timeout, f"{total} tasks completed in {job_id}")
+    return wait_for(
+        lambda: client.get_job_task_counts(job_id).task_counts,
+        lambda c: c.completed == total,
+        timeout,
+        f"{total} tasks completed in {job_id}",
+    )
 
 
 def read(client: Any, job_id: str, task_id: str, name: str = "stdout.txt") -> str:

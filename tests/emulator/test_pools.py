@@ -19,8 +19,11 @@ def test_create_get_exists_list(batch_client: Any) -> None:
     pool_id = unique("pool")
     batch_client.create_pool(
         m.BatchPoolCreateOptions(
-            id=pool_id, vm_size="STANDARD_D2S_V3", virtual_machine_configuration=UBUNTU,
-            target_dedicated_nodes=2, task_slots_per_node=3,
+            id=pool_id,
+            vm_size="STANDARD_D2S_V3",
+            virtual_machine_configuration=UBUNTU,
+            target_dedicated_nodes=2,
+            task_slots_per_node=3,
             task_scheduling_policy=m.BatchTaskSchedulingPolicy(node_fill_type="pack"),
             metadata=[m.BatchMetadataItem(name="owner", value="tests")],
             start_task=m.BatchStartTask(command_line="true", wait_for_success=True),
@@ -40,7 +43,9 @@ def test_create_get_exists_list(batch_client: Any) -> None:
         batch_client.pool_exists(unique("nope"))
     nodes = wait_nodes(batch_client, pool_id, 2)
     assert {n.is_dedicated for n in nodes} == {True}
-    pool = wait_for(lambda: batch_client.get_pool(pool_id), lambda p: p.allocation_state == "steady")
+    pool = wait_for(
+        lambda: batch_client.get_pool(pool_id), lambda p: p.allocation_state == "steady"
+    )
     assert pool.current_dedicated_nodes == 2
     listed = {p.id for p in batch_client.list_pools()}
     assert pool_id in listed
@@ -60,7 +65,8 @@ def test_errors(batch_client: Any) -> None:
     with pytest.raises(HttpResponseError) as bad:
         batch_client.create_pool(
             m.BatchPoolCreateOptions(
-                id=unique("pool"), vm_size="standard_d2s_v3",
+                id=unique("pool"),
+                vm_size="standard_d2s_v3",
                 virtual_machine_configuration=m.VirtualMachineConfiguration(
                     image_reference=UBUNTU.image_reference, node_agent_sku_id="batch.node.beos 5"
                 ),
@@ -85,13 +91,16 @@ def test_bad_key_and_account(emulator: EmulatorInfo) -> None:
 def test_resize_remove_nodes_and_delete(batch_client: Any) -> None:
     pool_id = make_pool(batch_client, nodes=1)
     batch_client.begin_resize_pool(
-        pool_id, m.BatchPoolResizeOptions(target_dedicated_nodes=3, target_low_priority_nodes=1),
+        pool_id,
+        m.BatchPoolResizeOptions(target_dedicated_nodes=3, target_low_priority_nodes=1),
         polling_interval=0.05,
     ).result()
     nodes = wait_nodes(batch_client, pool_id, 4)
     assert sorted(n.is_dedicated for n in nodes) == [False, True, True, True]
     assert all(n.id.endswith("_p") == (not n.is_dedicated) for n in nodes)
-    pool = wait_for(lambda: batch_client.get_pool(pool_id), lambda p: p.allocation_state == "steady")
+    pool = wait_for(
+        lambda: batch_client.get_pool(pool_id), lambda p: p.allocation_state == "steady"
+    )
     assert (pool.current_dedicated_nodes, pool.current_low_priority_nodes) == (3, 1)
     victim = next(n.id for n in nodes if n.is_dedicated)
     batch_client.begin_remove_nodes(
@@ -142,8 +151,13 @@ def test_update_and_replace_properties(batch_client: Any) -> None:
 def test_supported_images_and_usage(batch_client: Any) -> None:
     images = list(batch_client.list_supported_images())
     agents = {i.node_agent_sku_id for i in images}
-    assert {"batch.node.ubuntu 22.04", "batch.node.ubuntu 24.04", "batch.node.debian 12",
-            "batch.node.el 9", "batch.node.windows amd64"} <= agents
+    assert {
+        "batch.node.ubuntu 22.04",
+        "batch.node.ubuntu 24.04",
+        "batch.node.debian 12",
+        "batch.node.el 9",
+        "batch.node.windows amd64",
+    } <= agents
     linux = list(batch_client.list_supported_images(filter="osType eq 'linux'"))
     assert linux and all(i.os_type == "linux" for i in linux)
     assert len(linux) < len(images)
