@@ -1,18 +1,11 @@
 """NodeAccess against the emulator through the real azure-batch SDK: node users created
 in parallel (one per node), remote login settings turned into Connections, users deleted
-at the end unless kept, and no private key material sent.
-
-Starts its own `python -m emulator serve` (the shared `emulator` fixture was not written
-yet when this was); the remote login port is pointed at nothing in particular: these
-tests only talk HTTP.
+at the end unless kept, and no private key material sent. Only HTTP is involved here.
 """
 
 from __future__ import annotations
 
 import base64
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,59 +16,41 @@ import pytest
 from launcher.errors import UserError
 from launcher.ssh import ensure_key_pair
 from launcher.ssh.access import NodeAccess
-from tests.conftest import REPO
+from tests.fixtures.emulator import make_client
 
 pytestmark = pytest.mark.emulator
 
 POOL = "sshpool"
-LOGIN_PORT = 50022
 
 
 @pytest.fixture(scope="module")
-def batch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str]]:
-    from azure.batch import BatchClient, models
-    from azure.core.credentials import AzureNamedKeyCredential
+def batch(emulator: Any, batch_client: Any) -> Iterator[tuple[Any, Any]]:
+    """The shared emulator with a 3-node pool of our own: (client, EmulatorInfo)."""
+    from azure.batch import models
 
-    from emulator.config import DEFAULT_ACCOUNT, DEFAULT_KEY
-
-    state = tmp_path_factory.mktemp("emu-state")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "emulator", "serve", "--port", "0", "--state-dir", str(state),
-         "--time-scale", "0.05", "--remote-login-port", str(LOGIN_PORT)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        env={**os.environ, "BATCHLAUNCH_HOME": str(state / "home")},
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("BATCH_ENDPOINT="), line
-        endpoint = line.split("=", 1)[1].strip()
-        client = BatchClient(endpoint, AzureNamedKeyCredential(DEFAULT_ACCOUNT, DEFAULT_KEY))
-        image = models.BatchVmImageReference(
-            publisher="canonical", offer="0001-com-ubuntu-server-jammy", sku="22_04-lts"
+    image = models.BatchVmImageReference(
+        publisher="canonical", offer="0001-com-ubuntu-server-jammy", sku="22_04-lts"
+    )
+    batch_client.create_pool(
+        models.BatchPoolCreateOptions(
+            id=POOL,
+            vm_size="standard_d2s_v3",
+            target_dedicated_nodes=3,
+            virtual_machine_configuration=models.VirtualMachineConfiguration(
+                image_reference=image, node_agent_sku_id="batch.node.ubuntu 22.04"
+            ),
         )
-        client.create_pool(
-            models.BatchPoolCreateOptions(
-                id=POOL,
-                vm_size="standard_d2s_v3",
-                target_dedicated_nodes=3,
-                virtual_machine_configuration=models.VirtualMachineConfiguration(
-                    image_reference=image, node_agent_sku_id="batch.node.ubuntu 22.04"
-                ),
-            )
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            nodes = list(client.list_nodes(POOL))
-            if len(nodes) == 3 and all(n.state == "idle" for n in nodes):
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail("emulator pool never reached 3 idle nodes")
-        yield client, endpoint
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        nodes = list(batch_client.list_nodes(POOL))
+        if len(nodes) == 3 and all(n.state == "idle" for n in nodes):
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("emulator pool never reached 3 idle nodes")
+    yield batch_client, emulator
+    batch_client.begin_delete_pool(POOL, polling_interval=0.1).result()
 
 
 def _node_ids(client: Any) -> list[str]:
@@ -96,7 +71,7 @@ def _user_exists(client: Any, node_id: str, name: str) -> bool:
 
 
 def test_users_created_per_node_and_deleted_at_the_end(
-    batch: tuple[Any, str], bl_home: Path
+    batch: tuple[Any, Any], bl_home: Path
 ) -> None:
     client, _ = batch
     nodes = _node_ids(client)
@@ -105,7 +80,11 @@ def test_users_created_per_node_and_deleted_at_the_end(
         names = {access.users[n].name for n in nodes}
         assert len(names) == 3  # one distinct user per node
         for node_id, conn in access.connections.items():
-            assert (conn.host, conn.port) == ("127.0.0.1", LOGIN_PORT)
+            login = client.get_node_remote_login_settings(POOL, node_id)
+            assert (conn.host, conn.port) == (
+                login.remote_login_ip_address,
+                login.remote_login_port,
+            )
             assert conn.host_id == f"{POOL}/{node_id}"
             assert conn.user == access.users[node_id].name
             assert conn.key_path == ensure_key_pair(POOL).private_path
@@ -116,7 +95,7 @@ def test_users_created_per_node_and_deleted_at_the_end(
         assert not _user_exists(client, node_id, plan.name)
 
 
-def test_keep_user_leaves_them(batch: tuple[Any, str], bl_home: Path) -> None:
+def test_keep_user_leaves_them(batch: tuple[Any, Any], bl_home: Path) -> None:
     client, _ = batch
     node = _node_ids(client)[0]
     with NodeAccess(client, POOL, [node], keep_user=True, is_admin=True) as access:
@@ -125,7 +104,7 @@ def test_keep_user_leaves_them(batch: tuple[Any, str], bl_home: Path) -> None:
     client.delete_node_user(POOL, node, name)
 
 
-def test_unknown_node_is_a_user_error_and_rolls_back(batch: tuple[Any, str], bl_home: Path) -> None:
+def test_unknown_node_is_a_user_error_and_rolls_back(batch: tuple[Any, Any], bl_home: Path) -> None:
     client, _ = batch
     good = _node_ids(client)[:2]
     access = NodeAccess(client, POOL, [*good, "tvm-does-not-exist"])
@@ -135,16 +114,12 @@ def test_unknown_node_is_a_user_error_and_rolls_back(batch: tuple[Any, str], bl_
 
 
 def test_no_private_key_material_reaches_the_emulator(
-    batch: tuple[Any, str], bl_home: Path
+    batch: tuple[Any, Any], bl_home: Path
 ) -> None:
     """Record every request the SDK sends for a session and search it for the secret."""
-    from azure.batch import BatchClient
-    from azure.core.credentials import AzureNamedKeyCredential
     from cryptography.hazmat.primitives import serialization
 
-    from emulator.config import DEFAULT_ACCOUNT, DEFAULT_KEY
-
-    client, endpoint = batch
+    client, info = batch
     sent: list[bytes] = []
 
     def record(request: Any) -> None:
@@ -155,11 +130,7 @@ def test_no_private_key_material_reaches_the_emulator(
         body = http.body if isinstance(http.body, bytes) else str(http.body or "").encode()
         sent.append(head.encode() + body)
 
-    recording = BatchClient(
-        endpoint,
-        AzureNamedKeyCredential(DEFAULT_ACCOUNT, DEFAULT_KEY),
-        raw_request_hook=record,
-    )
+    recording = make_client(info, raw_request_hook=record)
     with NodeAccess(recording, POOL, _node_ids(client)) as access:
         key = access.key
     assert key is not None
