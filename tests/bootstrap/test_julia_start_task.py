@@ -24,6 +24,13 @@ VERSION = "1.10.4"
 FAKE_JULIA = """#!/bin/bash
 printf 'call depot=%s args=%s\\n' "${JULIA_DEPOT_PATH:-}" "${*//$'\\n'/ }" >> "$FAKE_JULIA_LOG"
 if [ "${1:-}" = "--version" ]; then echo "julia version 1.10.4"; fi
+# like the real add loop: a package that cannot be added is named in the detail file
+for arg in "$@"; do
+  if [ "$arg" = "Broken" ]; then
+    printf 'package: %s\\n' "$arg" > "$BATCHLAUNCH_DETAIL_FILE"
+    exit 1
+  fi
+done
 """
 
 
@@ -155,3 +162,18 @@ def test_preinstalled_julia_missing_is_reported(node: Node) -> None:
     assert "batchlaunch: step 'check julia' failed (julia not found on the image's PATH" in (
         run.stderr
     )
+
+
+def test_failed_package_add_is_named(
+    node: Node, tmp_path: Path, mirror: tuple[str, str, list[str]]
+) -> None:
+    url, sha, _ = mirror
+    node.extra_env["FAKE_JULIA_LOG"] = str(tmp_path / "calls.log")
+    spec = JuliaRuntime(version=VERSION, mirror=url, sha256=sha, packages=["Example", "Broken"])
+    run = node.start_task(render_start_task(spec))
+    assert run.returncode == 1
+    assert (
+        "batchlaunch: step 'add julia packages' failed (package: Broken; exit 1)"
+        in run.stderr.splitlines()
+    ), run.stderr
+    assert "Pkg.precompile" not in (tmp_path / "calls.log").read_text()
