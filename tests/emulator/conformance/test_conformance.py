@@ -914,6 +914,10 @@ ERROR_CASES: list[tuple[str, int, str]] = [
     ("PoolExists", 409, "POST /pools (existing id)"),
     ("JobExists", 409, "POST /jobs (existing id)"),
     ("TaskExists", 409, "POST /jobs/{job}/tasks (existing id)"),
+    ("PoolBeingDeleted", 409, "POST /pools/{deleting}/resize"),
+    ("MissingRequiredProperty", 400, "POST /pools without vmSize"),
+    ("InvalidPropertyValue", 400, "POST /pools with targetDedicatedNodes -1"),
+    ("InvalidQueryParameterValue", 400, "GET /pools?$filter=<malformed>"),
 ]
 
 
@@ -931,6 +935,24 @@ def provoke(conf: Conformance, code: str) -> Response:
         return client.request("POST", "/pools", body={
             "id": pool_id, "vmSize": "standard_d2s_v3",
             "virtualMachineConfiguration": LINUX_IMAGE, "targetDedicatedNodes": 0})
+    if code == "PoolBeingDeleted":
+        pool_id = conf.create_pool("deleting")
+        client.must("DELETE", f"/pools/{pool_id}", 202)
+        if client.request("GET", f"/pools/{pool_id}").status == 404:
+            pytest.skip("the pool was gone before the request: PoolBeingDeleted not provoked")
+        return client.request("POST", f"/pools/{pool_id}/resize",
+                              body={"targetDedicatedNodes": 1})
+    if code in ("MissingRequiredProperty", "InvalidPropertyValue"):
+        body: dict[str, Any] = {"id": missing}
+        if code == "InvalidPropertyValue":
+            body.update(vmSize="standard_d2s_v3", virtualMachineConfiguration=LINUX_IMAGE,
+                        targetDedicatedNodes=-1)
+        response = client.request("POST", "/pools", body=body)
+        if response.status == 201:
+            conf.pools.append(missing)  # accepted by mistake: still cleaned up
+        return response
+    if code == "InvalidQueryParameterValue":
+        return client.request("GET", "/pools", query={"$filter": "state eq"})
     job_id = conf._cache.setdefault("error-job", None) or conf.idle_job("errors")
     conf._cache["error-job"] = job_id
     if code == "JobExists":
