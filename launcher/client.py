@@ -309,10 +309,14 @@ class JobSummary:
     elapsed_seconds: float
     timed_out: bool
     polls: int
+    #: Active tasks that can never run: they depend (perhaps transitively) on a failed task.
+    blocked: list[str] = field(default_factory=list)
 
     @property
     def succeeded(self) -> bool:
-        return self.counts.done and self.counts.failed == 0 and not self.timed_out
+        return (
+            self.counts.done and self.counts.failed == 0 and not self.timed_out and not self.blocked
+        )
 
 
 @dataclass
@@ -640,7 +644,7 @@ class Client:
             )
         info = self._pool_info(pool)
         for node in self.batch.list_nodes(pool_id):
-            state = str(node.state)
+            state = _enum(node.state)
             info.node_states[state] = info.node_states.get(state, 0) + 1
         return info
 
@@ -1092,6 +1096,7 @@ class Client:
         interval = poll_interval or (0.25 if self.conn.emulator else 5.0)
         started = time.monotonic()
         polls = 0
+        previous: TaskCounts | None = None
         bar = None
         if progress:
             from rich.progress import (
@@ -1124,16 +1129,59 @@ class Client:
                         completed=counts.completed,
                         detail=f"running {counts.running}  failed {counts.failed}",
                     )
-                finished = counts.done and (
-                    expected_tasks is None or counts.total >= expected_tasks
-                )
+                enough = expected_tasks is None or counts.total >= expected_tasks
+                finished = counts.done and enough
+                blocked: list[str] = []
+                # Only failures followed by a quiet poll can leave tasks waiting forever; check
+                # then (a few list requests), never while tasks run.
+                stalled = counts.running == 0 and counts.active > 0 and counts.failed > 0
+                if stalled and enough and counts == previous:
+                    blocked = self.blocked_tasks(job_id)
+                    finished = len(blocked) >= counts.active
+                previous = counts
                 elapsed = time.monotonic() - started
                 if finished or (timeout is not None and elapsed >= timeout):
-                    return JobSummary(job_id, counts, elapsed, not finished, polls)
+                    return JobSummary(job_id, counts, elapsed, not finished, polls, blocked)
                 time.sleep(interval)
         finally:
             if bar is not None:
                 bar.stop()
+
+    @_translate_errors
+    def blocked_tasks(self, job_id: str) -> list[str]:
+        """Active tasks whose dependencies can never be met (a parent failed and blocks).
+
+        Batch leaves such tasks active forever; this is how a monitor knows the job is over.
+        """
+        blocking = set()
+        for task in self.batch.list_tasks(
+            job_id,
+            filter="executionInfo/result eq 'failure'",
+            select=["id", "executionInfo", "exitConditions"],
+        ):
+            info = task.execution_info
+            if info is None or _enum(info.result) != "failure":
+                continue
+            default = (task.as_dict().get("exitConditions") or {}).get("default") or {}
+            if default.get("dependencyAction") != "satisfy":
+                blocking.add(str(task.id))
+        waiting: dict[str, dict[str, Any]] = {}
+        for task in self.batch.list_tasks(
+            job_id, filter="state eq 'active'", select=["id", "state", "dependsOn"]
+        ):
+            if _enum(task.state) == "active":
+                waiting[str(task.id)] = task.as_dict().get("dependsOn") or {}
+        blocked: set[str] = set()
+        changed = True
+        while changed:  # transitive: waiting on a blocked task is blocked too
+            changed = False
+            for tid, deps in waiting.items():
+                if tid in blocked:
+                    continue
+                if _depends_on_any(deps, blocking | blocked):
+                    blocked.add(tid)
+                    changed = True
+        return sorted(blocked)
 
     @_translate_errors
     def failed_tasks(self, job_id: str, *, tail_lines: int = 20) -> list[FailedTask]:
@@ -1145,7 +1193,7 @@ class Client:
             select=["id", "executionInfo"],
         ):
             info = task.execution_info
-            if info is None or str(info.result) != "failure":
+            if info is None or _enum(info.result) != "failure":
                 continue
             failure = ""
             if info.failure_info is not None:
@@ -1182,6 +1230,21 @@ class Client:
 
 # --------------------------------------------------------------------------------------
 # Helpers
+
+
+def _enum(value: Any) -> str:
+    """SDK enums are str-Enums whose str() is "Class.MEMBER"; the wire value is wanted."""
+    return str(getattr(value, "value", value))
+
+
+def _depends_on_any(deps: Mapping[str, Any], ids: set[str]) -> bool:
+    if any(str(d) in ids for d in deps.get("taskIds") or []):
+        return True
+    for rng in deps.get("taskIdRanges") or []:
+        start, end = int(rng.get("start", 0)), int(rng.get("end", -1))
+        if any(i.isdigit() and start <= int(i) <= end for i in ids):
+            return True
+    return False
 
 
 def _plain(value: Any) -> Any:
