@@ -319,3 +319,47 @@ def test_bad_credentials_and_unreachable_endpoint(emulator: Any) -> None:
     )
     with pytest.raises(UserError, match="cannot reach"):
         Client(batch=closed).task_counts("job")
+
+
+def test_embedded_emulator_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`[batch] endpoint = "emulator"` starts (then reuses) the daemon under BATCHLAUNCH_HOME."""
+    from emulator.daemon import stop_emulator
+    from launcher import paths
+
+    monkeypatch.setenv("BATCHLAUNCH_HOME", str(tmp_path / "home"))
+    try:
+        conn = connect(SimpleNamespace(endpoint="emulator", account=None), env={})
+        assert conn.emulator and conn.polling_interval < 1
+        assert conn.endpoint.startswith("http://127.0.0.1:")
+        client = Client(batch=conn, store=LocalStore("batchlaunch", root=tmp_path / "store"))
+        client.create_pool("embedded", dedicated_nodes=0)
+        again = connect(SimpleNamespace(endpoint="emulator", account=None), env={})
+        assert again.endpoint == conn.endpoint  # the same daemon, found again
+        assert Client(batch=again).show_pool("embedded").id == "embedded"
+    finally:
+        stop_emulator(paths.emulator_state_dir())
+
+
+def test_images_resize_show_and_seal(client: Client) -> None:
+    images = client.list_available_images()
+    assert images and {i.os for i in images} <= {"linux", "windows"}
+    linux = client.list_available_images(os="linux")
+    assert linux and all(i.os == "linux" for i in linux)
+    assert "ubuntu-22.04" in {i.alias for i in linux}
+    with pytest.raises(UserError, match="--os"):
+        client.list_available_images(os="macos")
+
+    pool_id = _uid("resize")
+    client.create_pool(pool_id, dedicated_nodes=0)
+    info = client.resize_pool(pool_id, dedicated_nodes=2, wait=True, timeout=60)
+    assert info.target_dedicated_nodes == 2 and info.allocation_state == "steady"
+    shown = client.show_pool(pool_id)
+    assert sum(shown.node_states.values()) == 2 and shown.dedicated_nodes == 2
+
+    job_id = client.create_job(_uid("seal"), pool_id)
+    client.add_tasks(job_id, [TaskSpec(command="true", task_id=f"s{i}") for i in range(3)])
+    client.seal_job(job_id)
+    assert client.batch.get_job(job_id).as_dict()["onAllTasksComplete"] == "terminatejob"
+    assert client.monitor_job(job_id, timeout=60, progress=False).succeeded
+    client.delete_job(job_id, wait=True)
+    client.delete_pool(pool_id)
