@@ -1,0 +1,201 @@
+"""`batchlaunch run`, `status` and `collect`: a parameter file's tasks on its pool."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from launcher.commands.render import parse_set
+from launcher.errors import RunFailed
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from launcher.run import RunReport
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def _print_report(report: RunReport, console: Console) -> None:
+    """A summary table, then each failed task with the tail of its stderr."""
+    from rich.table import Table
+
+    from launcher.run import failed_lines
+
+    counts = report.counts
+    table = Table(title=f"run {report.record.run_id}", show_header=False, title_justify="left")
+    table.add_row("pool", report.record.pool_id)
+    table.add_row("tasks", str(max(counts.total, report.record.task_count)))
+    table.add_row("succeeded", str(counts.succeeded))
+    table.add_row("failed", str(counts.failed))
+    table.add_row("active / running", f"{counts.active} / {counts.running}")
+    if report.blocked:
+        table.add_row("blocked (a dependency failed)", str(len(report.blocked)))
+    if report.summary is not None:
+        table.add_row("elapsed", f"{report.summary.elapsed_seconds:.1f} s")
+    if report.collected is not None:
+        c = report.collected
+        table.add_row(
+            "outputs",
+            f"{c.directory} ({c.downloaded} downloaded, {c.skipped} already there)",
+        )
+    console.print(table)
+    for line in failed_lines(report.failed):
+        console.print(line, style="red" if line.startswith("task ") else None, markup=False)
+
+
+def _outcome(report: RunReport) -> None:
+    if report.counts.failed or report.blocked:
+        raise RunFailed(
+            f"{report.counts.failed} task(s) failed"
+            + (f", {len(report.blocked)} blocked by a failed dependency" if report.blocked else "")
+            + f" in run {report.record.run_id}"
+        )
+
+
+@click.command()
+@click.argument("params", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--run-id",
+    help="Name of the run (its Batch job id). Reusing an id resumes that run: tasks that "
+    "exist are not added again, outputs already downloaded are not fetched again. "
+    "Default: JOB_ID-YYYYMMDD-HHMMSS.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Download outputs under OUT/RUN_ID/TASK_ID/ (default ./out).",
+)
+@click.option("--detach", is_flag=True, help="Return after submission; see `status`/`collect`.")
+@click.option(
+    "--keep-pool/--delete-pool",
+    "keep_pool",
+    default=None,
+    help="After the run, keep or delete the pool. Default: delete a pool this run created "
+    "(no idle nodes to pay for), keep one that already existed.",
+)
+@click.option("--timeout", type=float, help="Stop following after SECONDS (tasks go on).")
+@click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a parameter."
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def run(
+    params: Path,
+    run_id: str | None,
+    out_dir: Path | None,
+    detach: bool,
+    keep_pool: bool | None,
+    timeout: float | None,
+    overrides: tuple[str, ...],
+    quiet: bool,
+) -> None:
+    """Run PARAMS's [[tasks]] on its pool and collect their outputs.
+
+    Creates the pool if needed (its start task installs the [runtime]), uploads resource
+    files (unchanged files are not uploaded again), creates a job named after the run,
+    expands sweeps into tasks with stable ids and submits them in parallel chunks of 100.
+    Then follows progress (one request per poll, whatever the number of tasks), downloads
+    each task's outputs and stdout/stderr to OUT/RUN_ID/TASK_ID/, and prints a summary.
+
+    Exit status: 0 when every task succeeded, 1 when any failed (each is listed with the
+    tail of its stderr), 2 for a bad parameter file or missing credentials.
+    """
+    from launcher.client import Client
+    from launcher.params import load_params
+    from launcher.run import follow_run, submit_run, teardown_pool
+
+    console = _console()
+    loaded = load_params(params, overrides=parse_set(overrides) or None)
+    client = Client(loaded, progress_console=console)
+
+    def say(message: str) -> None:
+        if not quiet:
+            console.print(message, markup=False)
+
+    submission = submit_run(loaded, run_id=run_id, out_dir=out_dir, client=client, say=say)
+    record = submission.record
+    say(
+        f"run {record.run_id}: {submission.added} task(s) added, {submission.existing} already"
+        f" present ({submission.seconds:.1f} s)"
+    )
+    if detach:
+        click.echo(record.run_id)
+        say(f"follow with: batchlaunch status {record.run_id}; batchlaunch collect {record.run_id}")
+        return
+    report = follow_run(record, client, progress=not quiet and sys.stderr.isatty(), timeout=timeout)
+    _print_report(report, console)
+    if report.summary is not None and report.summary.timed_out:
+        say(
+            f"still running after {timeout} s; the pool is kept. Resume: batchlaunch status "
+            f"{record.run_id}"
+        )
+    else:
+        teardown_pool(record, client, None if keep_pool is None else not keep_pool, say)
+    _outcome(report)
+
+
+@click.command()
+@click.argument("run_id")
+def status(run_id: str) -> None:
+    """Task counts of RUN_ID and each failed task with the tail of its stderr.
+
+    One request for the counts; failures add one listing plus one read per failed task.
+    Exit status 1 when any task failed, else 0 (also while tasks still run).
+    """
+    from launcher.run import run_status
+    from launcher.runs import load_run
+
+    record = load_run(run_id)
+    report = run_status(record, record.client())
+    _print_report(report, _console())
+    _outcome(report)
+
+
+@click.command()
+@click.argument("run_id")
+@click.option(
+    "--via",
+    type=click.Choice(["blob", "ssh"]),
+    default="blob",
+    show_default=True,
+    help="blob: from the storage container the tasks uploaded to; ssh: straight from the "
+    "nodes' task directories over SFTP (for outputs too large or many for blob round trips).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Download under OUT/RUN_ID/TASK_ID/ (default: the run's --out).",
+)
+def collect(run_id: str, via: str, out_dir: Path | None) -> None:
+    """Download RUN_ID's outputs and logs; files already downloaded are skipped."""
+    from launcher.runs import load_run
+
+    record = load_run(run_id)
+    console = _console()
+    if via == "ssh":
+        from launcher.collect_ssh import collect_via_ssh
+
+        result = collect_via_ssh(record, Path(out_dir or record.out_dir))
+        console.print(
+            f"{result.files} file(s), {result.bytes} bytes from the nodes; "
+            f"{result.skipped} already there",
+            markup=False,
+        )
+        return
+    from launcher.run import collect_run
+
+    got = collect_run(record, record.client(), out_dir)
+    console.print(
+        f"{got.directory}: {got.downloaded} file(s) downloaded ({got.bytes} bytes), "
+        f"{got.skipped} already there",
+        markup=False,
+    )

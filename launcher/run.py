@@ -1,0 +1,291 @@
+"""Parameter-file runs: pool, inputs, job, tasks, progress, outputs, summary.
+
+One run is one Batch job whose id is the run id. Everything a run does is idempotent, so
+``batchlaunch run PARAMS --run-id ID`` after a crash (or a SIGKILL mid-submission) picks up
+where the first attempt stopped: the pool and job are reused, tasks that exist are not
+added again, and outputs already on disk are not downloaded again.
+
+Storage layout of a run (in the parameter file's container)::
+
+    cas/<sha256>/<name>                    resource files, uploaded once while unchanged
+    runs/<RUN_ID>/<TASK_ID>/<output>       each task's outputs (OutputFiles)
+    runs/<RUN_ID>/<TASK_ID>/logs/std*.txt  each task's stdout and stderr
+
+which `collect` mirrors into ``OUT/<RUN_ID>/<TASK_ID>/``.
+"""
+
+from __future__ import annotations
+
+import glob
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from launcher.errors import UserError
+from launcher.runs import RunRecord, check_run_id, load_run, new_run_id, record_path
+
+if TYPE_CHECKING:
+    from launcher.client import Client, FailedTask, JobSummary, TaskCounts, TaskSpec
+    from launcher.params import Params, TaskInstance
+
+#: Inputs must stay readable while tasks may still start: the job's limit plus this margin.
+SAS_MARGIN = timedelta(hours=2)
+#: Without a job time limit, SAS URLs last this long (never the 999 hours of older tools).
+DEFAULT_SAS_LIFETIME = timedelta(days=2)
+LOGS_DIR = "logs"
+
+
+def run_prefix(run_id: str) -> str:
+    return f"runs/{run_id}"
+
+
+def task_prefix(run_id: str, task_id: str) -> str:
+    return f"{run_prefix(run_id)}/{task_id}"
+
+
+def sas_lifetime(params: Params) -> timedelta:
+    """How long the run's SAS URLs stay valid: the job's wall-clock limit plus a margin."""
+    minutes = params.job.max_wall_clock_minutes
+    return timedelta(minutes=minutes) + SAS_MARGIN if minutes else DEFAULT_SAS_LIFETIME
+
+
+def _has_wildcard(pattern: str) -> bool:
+    return glob.has_magic(pattern)
+
+
+@dataclass
+class Submission:
+    """What `submit_run` did: how many tasks it added and how many already existed."""
+
+    record: RunRecord
+    added: int
+    existing: int
+    pool_created: bool
+    seconds: float
+
+
+@dataclass
+class CollectResult:
+    """What `collect_run` downloaded into ``out_dir/RUN_ID``."""
+
+    directory: Path
+    downloaded: int
+    skipped: int
+    bytes: int
+
+
+@dataclass
+class RunReport:
+    """The end of a followed run: counts, failures and collected outputs."""
+
+    record: RunRecord
+    summary: JobSummary | None
+    counts: TaskCounts
+    failed: list[FailedTask] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)
+    collected: CollectResult | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.counts.failed == 0 and not self.blocked and self.counts.done
+
+
+class TaskBuilder:
+    """Turns expanded `TaskInstance`s into Client `TaskSpec`s, uploading inputs once.
+
+    Resource files are content-addressed: the same local file used by 10,000 tasks is one
+    HEAD request (plus one upload when it changed) and one SAS URL.
+    """
+
+    def __init__(self, client: Client, run_id: str, lifetime: timedelta) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.lifetime = lifetime
+        self._resources: dict[str, dict[str, str]] = {}
+
+    def resource(self, source: str) -> dict[str, str]:
+        if source not in self._resources:
+            if source.startswith(("http://", "https://")):
+                name = source.rsplit("/", 1)[-1].split("?", 1)[0] or "download"
+                self._resources[source] = {"httpUrl": source, "filePath": name}
+            else:
+                self._resources[source] = self.client.resource_file(
+                    Path(source), expiry=self.lifetime
+                )
+        return self._resources[source]
+
+    def output(self, pattern: str, blob_path: str) -> dict[str, Any]:
+        return self.client.output_file(pattern, blob_path, expiry=self.lifetime)
+
+    def outputs_for(self, task: TaskInstance) -> list[dict[str, Any]]:
+        prefix = task_prefix(self.run_id, task.id)
+        files = [
+            self.output(
+                pattern,
+                prefix if _has_wildcard(pattern) else f"{prefix}/{pattern.lstrip('./')}",
+            )
+            for pattern in task.outputs
+        ]
+        files.append(self.output("../std*.txt", f"{prefix}/{LOGS_DIR}"))
+        return files
+
+    def spec(self, task: TaskInstance) -> TaskSpec:
+        from launcher.client import TaskSpec
+
+        return TaskSpec(
+            command=task.command,
+            task_id=task.id,
+            depends_on=tuple(task.depends_on),
+            depends_on_range=task.depends_on_range,
+            run_dependents_on_failure=task.run_dependents_on_failure,
+            container_image=task.container_image,
+            timeout_minutes=task.max_wall_clock_minutes,
+            max_retries=task.max_task_retries,
+            resource_files=[self.resource(f) for f in task.resource_files],
+            output_files=self.outputs_for(task),
+            environment=task.environment,
+        )
+
+
+def existing_task_ids(client: Client, job_id: str) -> set[str]:
+    """Ids of the job's tasks (one paged list with ``$select=id``)."""
+    return {str(t.id) for t in client.batch.list_tasks(job_id, select=["id"])}
+
+
+def _prepare_record(
+    params: Params, run_id: str | None, out_dir: Path | None
+) -> tuple[RunRecord, bool]:
+    """A new record, or the saved one when resuming ``run_id``; (record, resumed)."""
+    if params.path is None:
+        raise UserError("a run needs a parameter file on disk (params.path is not set)")
+    if run_id is not None:
+        check_run_id(run_id)
+        if record_path(run_id).is_file():
+            record = load_run(run_id)
+            if Path(record.params_path) != params.path.resolve():
+                raise UserError(
+                    f"run {run_id!r} was started from {record.params_path}, not {params.path};"
+                    " use the same parameter file or another --run-id"
+                )
+            if out_dir is not None:
+                record.out_dir = str(out_dir.resolve())
+            return record, True
+    run_id = run_id or new_run_id(params.job.id)
+    record = RunRecord(
+        run_id=run_id,
+        job_id=run_id,
+        pool_id=params.pool.id,
+        params_path=str(params.path.resolve()),
+        out_dir=str((out_dir or Path("out")).resolve()),
+        storage_prefix=run_prefix(run_id),
+    )
+    return record, False
+
+
+def submit_run(
+    params: Params,
+    *,
+    run_id: str | None = None,
+    out_dir: Path | None = None,
+    client: Client | None = None,
+    max_concurrency: int = 8,
+    say: Callable[[str], None] = lambda _msg: None,
+) -> Submission:
+    """Ensure the pool, create the job and add every task not yet there; return at once."""
+    from launcher.client import Client
+
+    started = time.monotonic()
+    client = client or Client(params)
+    record, resumed = _prepare_record(params, run_id, out_dir)
+    tasks = params.task_instances()
+    if not tasks:
+        raise UserError(f"{params.path}: [[tasks]]: no tasks; add at least one [[tasks]] entry")
+    record.task_count = len(tasks)
+    record.save()  # before any remote work, so a killed run can be resumed by id
+
+    say(f"pool {record.pool_id}: ensuring it exists")
+    pool = client.create_pool()
+    if pool.created:
+        record.pool_created_by_run = True
+        record.save()
+    lifetime = sas_lifetime(params)
+    client.create_job(record.job_id, record.pool_id, exist_ok=True)
+    present = existing_task_ids(client, record.job_id) if resumed or not pool.created else set()
+    todo = [t for t in tasks if t.id not in present]
+    say(f"job {record.job_id}: {len(todo)} task(s) to add, {len(tasks) - len(todo)} present")
+    if todo:
+        builder = TaskBuilder(client, record.run_id, lifetime)
+        client.add_tasks(
+            record.job_id, [builder.spec(t) for t in todo], max_concurrency=max_concurrency
+        )
+    return Submission(
+        record=record,
+        added=len(todo),
+        existing=len(tasks) - len(todo),
+        pool_created=pool.created,
+        seconds=time.monotonic() - started,
+    )
+
+
+def collect_run(record: RunRecord, client: Client, out_dir: Path | None = None) -> CollectResult:
+    """Mirror the run's outputs and logs into ``OUT/RUN_ID/``; existing files are skipped."""
+    target = Path(out_dir or record.out_dir) / record.run_id
+    prefix = record.storage_prefix + "/"
+    blobs = client.store.list_blobs(prefix)
+    fetched = client.store.download_prefix(prefix, target, skip_existing=True)
+    size = sum(p.stat().st_size for p in fetched if p.is_file())
+    return CollectResult(target, len(fetched), len(blobs) - len(fetched), size)
+
+
+def follow_run(
+    record: RunRecord,
+    client: Client,
+    *,
+    progress: bool = True,
+    timeout: float | None = None,
+    collect: bool = True,
+) -> RunReport:
+    """Follow the job to the end (one task-counts request per poll), then collect."""
+    summary = client.monitor_job(
+        record.job_id, timeout, progress=progress, expected_tasks=record.task_count
+    )
+    failed = client.failed_tasks(record.job_id) if summary.counts.failed else []
+    collected = collect_run(record, client) if collect else None
+    return RunReport(record, summary, summary.counts, failed, summary.blocked, collected)
+
+
+def run_status(record: RunRecord, client: Client) -> RunReport:
+    """Where a run stands now: counts (one request), failures with their stderr tails."""
+    counts = client.task_counts(record.job_id)
+    failed = client.failed_tasks(record.job_id) if counts.failed else []
+    return RunReport(record, None, counts, failed)
+
+
+def teardown_pool(
+    record: RunRecord, client: Client, policy: bool | None, say: Callable[[str], None]
+) -> bool:
+    """Delete the pool after a run: ``policy`` True/False forces it; None deletes a pool the
+    run created (so nobody pays for idle nodes) and keeps one that existed before."""
+    delete = record.pool_created_by_run if policy is None else policy
+    if not delete:
+        return False
+    say(f"pool {record.pool_id}: deleting (pass --keep-pool to keep it for the next run)")
+    client.delete_pool(record.pool_id)
+    return True
+
+
+def failed_lines(failed: Iterable[FailedTask]) -> list[str]:
+    """One block per failed task: id, exit code, failure, the tail of its stderr."""
+    lines = []
+    for task in failed:
+        code = "?" if task.exit_code is None else str(task.exit_code)
+        head = f"task {task.task_id} failed (exit code {code})"
+        if task.failure:
+            head += f": {task.failure}"
+        lines.append(head)
+        for line in task.stderr_tail.rstrip().splitlines():
+            lines.append(f"    {line}")
+    return lines
