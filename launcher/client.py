@@ -570,7 +570,12 @@ class Client:
                 self._wait_pool_gone(spec.id, wait_timeout)
                 existing = None
             if existing is not None:
-                if _metadata(existing).get(SPEC_METADATA) == wanted:
+                recorded = _metadata(existing).get(SPEC_METADATA)
+                # A pool made elsewhere has no digest: accept it when the visible settings match.
+                same = recorded == wanted or (
+                    recorded is None and _summary(existing) == _summary(body)
+                )
+                if same:
                     info = self._pool_info(existing)
                     info.created = False
                     return info
@@ -1006,13 +1011,19 @@ class Client:
             environment=environment or {},
             shell=shell,
         )
-        body = self.task_body(job_id, spec)
-        try:
-            self.batch.create_task(job_id, models.BatchTaskCreateOptions(body))
-        except ResourceExistsError:
-            if task_id is None:  # a generated id collided: the counter is behind the job
-                raise
-        return str(body["id"])
+        for _attempt in range(5):
+            body = self.task_body(job_id, spec)
+            try:
+                self.batch.create_task(job_id, models.BatchTaskCreateOptions(body))
+            except ResourceExistsError:
+                if task_id is not None:
+                    return str(body["id"])  # re-adding a named task (a resumed run) is fine
+                # A generated id collided (another client added tasks): skip past them.
+                total = self.task_counts(job_id).total
+                self._counters[job_id] = max(self._counters.get(job_id, 0), total)
+                continue
+            return str(body["id"])
+        raise UserError(f"[tasks] could not find a free task id in job {job_id!r}; pass task_id")
 
     @_translate_errors
     def add_tasks(

@@ -363,3 +363,17 @@ def test_images_resize_show_and_seal(client: Client) -> None:
     assert client.monitor_job(job_id, timeout=60, progress=False).succeeded
     client.delete_job(job_id, wait=True)
     client.delete_pool(pool_id)
+
+
+def test_generated_task_ids_skip_ids_taken_by_another_client(client: Client) -> None:
+    pool_id = _uid("ids")
+    client.create_pool(pool_id, dedicated_nodes=0)
+    job_id = client.create_job(_uid("ids"), pool_id)
+    assert [client.add_task(job_id, "true") for _ in range(2)] == [f"{job_id}-1", f"{job_id}-2"]
+    other = Client(batch=client.conn, store=client.store)
+    assert other.add_task(job_id, "true", name_suffix="-x") == f"{job_id}-1-x"
+    assert other.add_task(job_id, "true") == f"{job_id}-4"  # 1..3 taken: counted, skipped
+    assert client.add_task(job_id, "true", task_id="named") == "named"
+    assert client.add_task(job_id, "true", task_id="named") == "named"  # re-add: no error
+    assert client.task_counts(job_id).total == 5
+    client.delete_pool(pool_id)
