@@ -42,8 +42,13 @@ class Node:
         return self.root / "startup" / "wd"
 
     def env(self, task: bool) -> dict[str, str]:
+        # A node does not inherit this machine's CA-bundle variables (the emulator's nodes
+        # do not either): the start task must find the system trust store on its own.
         base = {
-            k: v for k, v in os.environ.items() if not k.startswith(("AZ_BATCH_", "VIRTUAL_ENV"))
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("AZ_BATCH_", "VIRTUAL_ENV", "PIP_", "UV_"))
+            and not any(word in k for word in ("CERT", "CA_BUNDLE", "SSL"))
         }
         base.update(
             AZ_BATCH_ACCOUNT_NAME="devbatch",

@@ -6,7 +6,7 @@
 set -euo pipefail
 umask 022
 
-BL_SPEC_HASH=15be06f6940dbc9ef80fa12d3c0ac8f8
+BL_SPEC_HASH=1e1aaa281c5d5bf1e36d64e3085356a3
 BL_LANGUAGE=julia
 BL_POOL_KIND=container
 BL_ROOT="${AZ_BATCH_NODE_SHARED_DIR:?AZ_BATCH_NODE_SHARED_DIR is not set: run this as a Batch start task}/batchlaunch"

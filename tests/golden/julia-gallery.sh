@@ -6,7 +6,7 @@
 set -euo pipefail
 umask 022
 
-BL_SPEC_HASH=875d4fb0779e28b341ad68d103d823ac
+BL_SPEC_HASH=dbe5e351955c65912cbc97c186b2ffd5
 BL_LANGUAGE=julia
 BL_POOL_KIND=gallery
 BL_ROOT="${AZ_BATCH_NODE_SHARED_DIR:?AZ_BATCH_NODE_SHARED_DIR is not set: run this as a Batch start task}/batchlaunch"

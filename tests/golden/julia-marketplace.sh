@@ -6,7 +6,7 @@
 set -euo pipefail
 umask 022
 
-BL_SPEC_HASH=d0d4716f5dc47b724c00737c0c66f374
+BL_SPEC_HASH=d7ae5135cda276e5ebafa9981f42f9a3
 BL_LANGUAGE=julia
 BL_POOL_KIND=marketplace
 BL_ROOT="${AZ_BATCH_NODE_SHARED_DIR:?AZ_BATCH_NODE_SHARED_DIR is not set: run this as a Batch start task}/batchlaunch"

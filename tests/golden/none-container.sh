@@ -6,7 +6,7 @@
 set -euo pipefail
 umask 022
 
-BL_SPEC_HASH=ef85620e4a4a998825a1a184a292ca7d
+BL_SPEC_HASH=f5d453494112bd62ec3c4640592e9ce1
 BL_LANGUAGE=none
 BL_POOL_KIND=container
 BL_ROOT="${AZ_BATCH_NODE_SHARED_DIR:?AZ_BATCH_NODE_SHARED_DIR is not set: run this as a Batch start task}/batchlaunch"

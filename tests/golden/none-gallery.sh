@@ -6,7 +6,7 @@
 set -euo pipefail
 umask 022
 
-BL_SPEC_HASH=2fb96ccb339dd2095b83bd916e45ad82
+BL_SPEC_HASH=440b515173fa92a040c0345c4fd37395
 BL_LANGUAGE=none
 BL_POOL_KIND=gallery
 BL_ROOT="${AZ_BATCH_NODE_SHARED_DIR:?AZ_BATCH_NODE_SHARED_DIR is not set: run this as a Batch start task}/batchlaunch"

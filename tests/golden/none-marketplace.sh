@@ -6,7 +6,7 @@
 set -euo pipefail
 umask 022
 
-BL_SPEC_HASH=9651aa6b9a459fa5d48063a1cd3e848d
+BL_SPEC_HASH=57603baf17bb89ab2c47999ce14bf537
 BL_LANGUAGE=none
 BL_POOL_KIND=marketplace
 BL_ROOT="${AZ_BATCH_NODE_SHARED_DIR:?AZ_BATCH_NODE_SHARED_DIR is not set: run this as a Batch start task}/batchlaunch"

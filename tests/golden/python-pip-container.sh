@@ -6,7 +6,7 @@
 set -euo pipefail
 umask 022
 
-BL_SPEC_HASH=b0d719a3c14479c703317c530222f4d0
+BL_SPEC_HASH=62e2b821a4ea376722497cee229a07c0
 BL_LANGUAGE=python
 BL_POOL_KIND=container
 BL_ROOT="${AZ_BATCH_NODE_SHARED_DIR:?AZ_BATCH_NODE_SHARED_DIR is not set: run this as a Batch start task}/batchlaunch"

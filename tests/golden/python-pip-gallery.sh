@@ -6,7 +6,7 @@
 set -euo pipefail
 umask 022
 
-BL_SPEC_HASH=acffe258b9dc47279117de62725378e7
+BL_SPEC_HASH=f5d686819ed015d6de9bc5d638d76b00
 BL_LANGUAGE=python
 BL_POOL_KIND=gallery
 BL_ROOT="${AZ_BATCH_NODE_SHARED_DIR:?AZ_BATCH_NODE_SHARED_DIR is not set: run this as a Batch start task}/batchlaunch"

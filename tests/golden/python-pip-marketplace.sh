@@ -6,7 +6,7 @@
 set -euo pipefail
 umask 022
 
-BL_SPEC_HASH=78f6a5dfe12ebc469971233a128198f4
+BL_SPEC_HASH=27fb251b42b9027ba107f675e872c7e1
 BL_LANGUAGE=python
 BL_POOL_KIND=marketplace
 BL_ROOT="${AZ_BATCH_NODE_SHARED_DIR:?AZ_BATCH_NODE_SHARED_DIR is not set: run this as a Batch start task}/batchlaunch"
@@ -135,6 +135,10 @@ BL_PY="$(command -v "$BL_PY_WANT")" || fail "$BL_PY_WANT not found on the image:
 rm -rf "$BL_PY_VENV"
 "$BL_PY" -m venv "$BL_PY_VENV" || fail "$BL_PY -m venv failed: the image lacks the venv module (Debian/Ubuntu: python3-venv); add a pre_install hook [\"apt-get\", \"install\", \"-y\", \"python3-venv\"] or use installer = \"uv\""
 export PIP_CACHE_DIR="$BL_ROOT/cache/pip"
+# Trust the node's CA store, as curl does (pip defaults to its bundled certifi roots).
+for BL_CA in /etc/ssl/certs/ca-certificates.crt /etc/pki/tls/certs/ca-bundle.crt; do
+  if [ -z "${PIP_CERT:-}" ] && [ -f "$BL_CA" ]; then export PIP_CERT="$BL_CA"; fi
+done
 pip_install() {
   "$BL_PY_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$@"
 }

@@ -6,7 +6,7 @@
 set -euo pipefail
 umask 022
 
-BL_SPEC_HASH=019d8ee80f9f536e4a4e2e3b3cb1b465
+BL_SPEC_HASH=ff5ea1c19700cddb9c4b24a89bfa9e85
 BL_LANGUAGE=python
 BL_POOL_KIND=container
 BL_ROOT="${AZ_BATCH_NODE_SHARED_DIR:?AZ_BATCH_NODE_SHARED_DIR is not set: run this as a Batch start task}/batchlaunch"

@@ -6,7 +6,7 @@
 set -euo pipefail
 umask 022
 
-BL_SPEC_HASH=8c8b63229a68a49c1bb50c14c6b775fb
+BL_SPEC_HASH=027c680f9e3dad59b4a13b696d21d392
 BL_LANGUAGE=python
 BL_POOL_KIND=gallery
 BL_ROOT="${AZ_BATCH_NODE_SHARED_DIR:?AZ_BATCH_NODE_SHARED_DIR is not set: run this as a Batch start task}/batchlaunch"

@@ -6,7 +6,7 @@
 set -euo pipefail
 umask 022
 
-BL_SPEC_HASH=47a60756032db62f4bb63bf02a90efee
+BL_SPEC_HASH=c97e84deae69a3559efa39dca59d5811
 BL_LANGUAGE=python
 BL_POOL_KIND=marketplace
 BL_ROOT="${AZ_BATCH_NODE_SHARED_DIR:?AZ_BATCH_NODE_SHARED_DIR is not set: run this as a Batch start task}/batchlaunch"

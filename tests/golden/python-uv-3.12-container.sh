@@ -6,7 +6,7 @@
 set -euo pipefail
 umask 022
 
-BL_SPEC_HASH=a02874cc743107bff7b0c82ff636c75f
+BL_SPEC_HASH=b1e5318f4d5622ac96b1f56418cef933
 BL_LANGUAGE=python
 BL_POOL_KIND=container
 BL_ROOT="${AZ_BATCH_NODE_SHARED_DIR:?AZ_BATCH_NODE_SHARED_DIR is not set: run this as a Batch start task}/batchlaunch"

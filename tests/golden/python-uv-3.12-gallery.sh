@@ -6,7 +6,7 @@
 set -euo pipefail
 umask 022
 
-BL_SPEC_HASH=3a0d18cda067b664e6a5af41772a0108
+BL_SPEC_HASH=44f03e50e2afda6bc06bebbcfd312d7b
 BL_LANGUAGE=python
 BL_POOL_KIND=gallery
 BL_ROOT="${AZ_BATCH_NODE_SHARED_DIR:?AZ_BATCH_NODE_SHARED_DIR is not set: run this as a Batch start task}/batchlaunch"

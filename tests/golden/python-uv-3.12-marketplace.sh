@@ -6,7 +6,7 @@
 set -euo pipefail
 umask 022
 
-BL_SPEC_HASH=b3dbd2d02fa6140fd7fcd04037ed379d
+BL_SPEC_HASH=df12dc0db4dc388b8c0e002381d7cd7b
 BL_LANGUAGE=python
 BL_POOL_KIND=marketplace
 BL_ROOT="${AZ_BATCH_NODE_SHARED_DIR:?AZ_BATCH_NODE_SHARED_DIR is not set: run this as a Batch start task}/batchlaunch"
@@ -164,6 +164,9 @@ PY
   mv -f "$BL_TMP/uv-unpacked/uv" "$BL_UV"
 fi
 "$BL_UV" --version
+# Trust the node's CA store, as curl does (uv defaults to its bundled roots): indexes
+# behind an enterprise CA or a TLS-inspecting proxy work. UV_NATIVE_TLS for older uv.
+export UV_SYSTEM_CERTS=1 UV_NATIVE_TLS=1
 export UV_CACHE_DIR="$BL_ROOT/cache/uv"
 export UV_PYTHON_INSTALL_DIR="$BL_ROOT/uv-python"
 export UV_NO_PROGRESS=1

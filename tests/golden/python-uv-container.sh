@@ -6,7 +6,7 @@
 set -euo pipefail
 umask 022
 
-BL_SPEC_HASH=ee327ce60f1b344ea861ed50716d7e9c
+BL_SPEC_HASH=7affbb18c93dfa2b982be9757cca7f15
 BL_LANGUAGE=python
 BL_POOL_KIND=container
 BL_ROOT="${AZ_BATCH_NODE_SHARED_DIR:?AZ_BATCH_NODE_SHARED_DIR is not set: run this as a Batch start task}/batchlaunch"

@@ -6,7 +6,7 @@
 set -euo pipefail
 umask 022
 
-BL_SPEC_HASH=7d2ef6820999af1c50b81b0f58128736
+BL_SPEC_HASH=c455628e117f8cae346e864813cb6b31
 BL_LANGUAGE=python
 BL_POOL_KIND=gallery
 BL_ROOT="${AZ_BATCH_NODE_SHARED_DIR:?AZ_BATCH_NODE_SHARED_DIR is not set: run this as a Batch start task}/batchlaunch"

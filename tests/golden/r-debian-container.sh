@@ -6,7 +6,7 @@
 set -euo pipefail
 umask 022
 
-BL_SPEC_HASH=3312f68c48c3a82d9e2959298d493533
+BL_SPEC_HASH=db3c308eaa219fe6a811979f5aa5305b
 BL_LANGUAGE=r
 BL_POOL_KIND=container
 BL_ROOT="${AZ_BATCH_NODE_SHARED_DIR:?AZ_BATCH_NODE_SHARED_DIR is not set: run this as a Batch start task}/batchlaunch"

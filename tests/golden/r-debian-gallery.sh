@@ -6,7 +6,7 @@
 set -euo pipefail
 umask 022
 
-BL_SPEC_HASH=23f1d1a54c16983d81918e9229bccc84
+BL_SPEC_HASH=59f69fb95d568fca6f62cc0aecdeb69a
 BL_LANGUAGE=r
 BL_POOL_KIND=gallery
 BL_ROOT="${AZ_BATCH_NODE_SHARED_DIR:?AZ_BATCH_NODE_SHARED_DIR is not set: run this as a Batch start task}/batchlaunch"

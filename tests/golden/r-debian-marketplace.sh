@@ -6,7 +6,7 @@
 set -euo pipefail
 umask 022
 
-BL_SPEC_HASH=0280c4007fd57689c768bd9c3aa74736
+BL_SPEC_HASH=b5f33d58d7e58eafb0511ab1f8de8ed2
 BL_LANGUAGE=r
 BL_POOL_KIND=marketplace
 BL_ROOT="${AZ_BATCH_NODE_SHARED_DIR:?AZ_BATCH_NODE_SHARED_DIR is not set: run this as a Batch start task}/batchlaunch"

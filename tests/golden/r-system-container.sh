@@ -6,7 +6,7 @@
 set -euo pipefail
 umask 022
 
-BL_SPEC_HASH=1b83514ad5383410f40fcd11785c0e2f
+BL_SPEC_HASH=d377ed770c97a15c1838d566b7697e9b
 BL_LANGUAGE=r
 BL_POOL_KIND=container
 BL_ROOT="${AZ_BATCH_NODE_SHARED_DIR:?AZ_BATCH_NODE_SHARED_DIR is not set: run this as a Batch start task}/batchlaunch"

@@ -6,7 +6,7 @@
 set -euo pipefail
 umask 022
 
-BL_SPEC_HASH=3a8c7e664b279dd97cc2f1d785330bf3
+BL_SPEC_HASH=31b719f6d44cee4d68d0978aa82d0271
 BL_LANGUAGE=r
 BL_POOL_KIND=gallery
 BL_ROOT="${AZ_BATCH_NODE_SHARED_DIR:?AZ_BATCH_NODE_SHARED_DIR is not set: run this as a Batch start task}/batchlaunch"

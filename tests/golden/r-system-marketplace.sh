@@ -6,7 +6,7 @@
 set -euo pipefail
 umask 022
 
-BL_SPEC_HASH=14897dbfc6111566b33d8335d5943ffa
+BL_SPEC_HASH=143f493ad9476b2290fc79eeb01d8ec4
 BL_LANGUAGE=r
 BL_POOL_KIND=marketplace
 BL_ROOT="${AZ_BATCH_NODE_SHARED_DIR:?AZ_BATCH_NODE_SHARED_DIR is not set: run this as a Batch start task}/batchlaunch"
