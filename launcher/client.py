@@ -944,7 +944,7 @@ class Client:
                     "../std*.txt",
                     f"{folder}/{task_id}",
                     container=container,
-                    expiry=self._output_expiry(job_id),
+                    expiry=self.sas_expiry(job_id),
                 )
             )
         if outputs:
@@ -958,8 +958,9 @@ class Client:
             ]
         return body
 
-    def _output_expiry(self, job_id: str) -> timedelta:
-        """Job wall-clock limit plus a margin (read once per job and cached)."""
+    def sas_expiry(self, job_id: str) -> timedelta:
+        """How long SAS URLs for this job's files live: its wall-clock limit plus a margin
+        (7 days without a limit). Read once per job and cached."""
         meta = self._meta(job_id)
         if "_expiry_s" not in meta:
             seconds = DEFAULT_JOB_SAS_EXPIRY.total_seconds()

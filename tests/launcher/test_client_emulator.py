@@ -169,6 +169,7 @@ def test_create_job_options(client: Client) -> None:
     import isodate
 
     assert isodate.parse_duration(job["constraints"]["maxWallClockTime"]).total_seconds() == 5400
+    assert client.sas_expiry(job_id).total_seconds() == 5400 + 3600  # time limit + margin
     with pytest.raises(UserError, match="already exists"):
         client.create_job(job_id, pool_id)
     assert client.create_job(job_id, pool_id, exist_ok=True) == job_id
