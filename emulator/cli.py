@@ -80,6 +80,14 @@ def emulator() -> None:
     show_default=True,
     help="Port reported by remote login settings (the SSH endpoint).",
 )
+@click.option(
+    "--ssh-port",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port of the SSH endpoint on 127.0.0.1 (node users' logins); 0 picks a free one. "
+    "Remote login settings report it.",
+)
 def serve(
     host: str,
     port: int,
@@ -93,6 +101,7 @@ def serve(
     time_scale: float,
     preempt_rate: float,
     remote_login_port: int,
+    ssh_port: int,
 ) -> None:
     """Serve until SIGINT/SIGTERM; prints BATCH_ENDPOINT=http://HOST:PORT when ready."""
     import base64
@@ -121,5 +130,6 @@ def serve(
         time_scale=time_scale,
         preempt_rate=preempt_rate,
         remote_login_port=remote_login_port,
+        ssh_port=ssh_port,
     )
     run(settings)

@@ -31,7 +31,8 @@ class Settings:
     seed: int | None = None
     idle_timeout: float | None = None  # seconds without requests before a daemon exits
     time_scale: float = 1.0  # multiplies simulated delays (node boot, deletion)
-    remote_login_port: int = 50000
+    remote_login_port: int = 50000  # replaced by the SSH endpoint's port when it starts
+    ssh_port: int = 0  # the SSH endpoint on 127.0.0.1 (emulator.sshd); 0 picks a free port
     preempt_rate: float = 0.0  # chance per scheduling of a low-priority node being preempted
     extra: dict[str, str] = field(default_factory=dict)
 

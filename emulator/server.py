@@ -65,6 +65,7 @@ def serve(settings: Settings, announce: Any = None) -> None:
 
     from emulator.api import BatchApp
     from emulator.service import Service
+    from emulator.sshd import SshEndpoint, service_resolver
 
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     lock = open(settings.state_dir / "serve.lock", "w")  # noqa: SIM115 (held for the whole run)
@@ -81,6 +82,8 @@ def serve(settings: Settings, announce: Any = None) -> None:
     sock.bind((settings.host, settings.port))
     sock.listen(1024)
     settings.port = sock.getsockname()[1]
+    ssh = SshEndpoint(settings.state_dir, settings.ssh_port)  # before Service: nodes get its port
+    settings.remote_login_port = ssh.port
     service = Service(settings)
     app = BatchApp(service, settings)
     config = uvicorn.Config(
@@ -106,15 +109,18 @@ def serve(settings: Settings, announce: Any = None) -> None:
         while not server.should_exit:
             await asyncio.sleep(0.5)
             idle = settings.idle_timeout
-            if idle and time.monotonic() - app.last_request > idle and not service.busy():
+            busy = service.busy() or ssh.active()
+            if idle and time.monotonic() - app.last_request > idle and not busy:
                 server.should_exit = True
 
     async def main() -> None:
         watcher = asyncio.get_running_loop().create_task(watch())
+        ssh.start(service_resolver(service, asyncio.get_running_loop()))
         try:
             await server.serve(sockets=[sock])
         finally:
             watcher.cancel()
+            ssh.stop()
             with contextlib.suppress(FileNotFoundError):
                 data = json.loads((settings.state_dir / ENDPOINT_FILE).read_text())
                 if data.get("pid") == os.getpid():
@@ -157,6 +163,8 @@ def command(settings: Settings) -> list[str]:
         str(settings.preempt_rate),
         "--remote-login-port",
         str(settings.remote_login_port),
+        "--ssh-port",
+        str(settings.ssh_port),
     ]
     if settings.seed is not None:
         argv += ["--seed", str(settings.seed)]
