@@ -212,7 +212,11 @@ def submit_run(
         record.pool_created_by_run = True
         record.save()
     lifetime = sas_lifetime(params)
-    client.create_job(record.job_id, record.pool_id, exist_ok=True)
+    # Terminate-on-complete is set only once every task is in (`seal_job`): set earlier, the
+    # job could end while later chunks are still being added.
+    client.create_job(
+        record.job_id, record.pool_id, exist_ok=True, mark_complete_after_tasks_run=False
+    )
     present = existing_task_ids(client, record.job_id) if resumed or not pool.created else set()
     todo = [t for t in tasks if t.id not in present]
     say(f"job {record.job_id}: {len(todo)} task(s) to add, {len(tasks) - len(todo)} present")
@@ -221,6 +225,8 @@ def submit_run(
         client.add_tasks(
             record.job_id, [builder.spec(t) for t in todo], max_concurrency=max_concurrency
         )
+    if params.job.on_all_tasks_complete == "terminatejob":
+        client.seal_job(record.job_id)
     return Submission(
         record=record,
         added=len(todo),

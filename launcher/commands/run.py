@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 def _console() -> Console:
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _print_report(report: RunReport, console: Console) -> None:
