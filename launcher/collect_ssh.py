@@ -1,0 +1,240 @@
+"""`collect --via ssh`: a run's outputs straight from the nodes' task directories over SFTP.
+
+For outputs too large or too many for a blob round trip. Each task's node and directory
+come from the task's ``nodeInfo``; one node user per node (`NodeAccess`), each node's files
+over parallel SFTP channels, nodes in parallel. The layout matches the blob path
+(``OUT/RUN_ID/TASK_ID/<path in the working dir>``, logs in ``OUT/RUN_ID/TASK_ID/logs/``), and
+a file already there with the same size is not downloaded again. Resource files (the task's
+inputs) are left out.
+"""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from launcher.errors import UserError
+
+if TYPE_CHECKING:
+    import paramiko
+
+    from launcher.runs import RunRecord
+    from launcher.ssh import Connection
+
+#: Where Batch keeps task directories on Linux nodes (``AZ_BATCH_NODE_ROOT_DIR``); a node
+#: whose SFTP does not have it (the emulator's, rooted at the node) is read relative to it.
+LINUX_NODE_ROOT = "/mnt/batch/tasks"
+LOGS_DIR = "logs"
+LOG_FILES = ("stdout.txt", "stderr.txt")
+_TOP = PurePosixPath()
+
+
+@dataclass
+class CollectResult:
+    """Downloaded file and byte counts, and files skipped because they were already there."""
+
+    files: int = 0
+    bytes: int = 0
+    skipped: int = 0
+    missing: list[str] = field(default_factory=list)  # tasks with no node (not run yet)
+
+
+@dataclass(frozen=True)
+class _TaskDir:
+    task_id: str
+    pool_id: str
+    node_id: str
+    root: str  # taskRootDirectory, relative to the node root
+    inputs: frozenset[str]  # resource file paths, relative to the working dir
+
+
+def _tasks(batch: Any, job_id: str) -> tuple[list[_TaskDir], list[str]]:
+    """Tasks that ran somewhere (with where), and those that did not."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    placed, missing = [], []
+    try:
+        tasks = list(batch.list_tasks(job_id, select=["id", "nodeInfo", "resourceFiles"]))
+    except ResourceNotFoundError:
+        raise UserError(f"collect: job {job_id} not found (was the run's job deleted?)") from None
+    for task in tasks:
+        info = task.node_info
+        if info is None or not info.node_id or not info.task_root_directory:
+            missing.append(str(task.id))
+            continue
+        inputs = frozenset(
+            str(PurePosixPath(r.file_path)) for r in task.resource_files or [] if r.file_path
+        )
+        placed.append(
+            _TaskDir(
+                str(task.id),
+                str(info.pool_id),
+                str(info.node_id),
+                str(info.task_root_directory).replace("\\", "/").strip("/"),
+                inputs,
+            )
+        )
+    return placed, sorted(missing)
+
+
+def _walk(
+    sftp: paramiko.SFTPClient, root: PurePosixPath, rel: PurePosixPath = _TOP
+) -> Iterator[tuple[PurePosixPath, int]]:
+    """(relative path, size) of the regular files under root; directory symlinks not
+    followed, names that could leave the download directory refused."""
+    from launcher.ssh.connection import safe_remote_name
+
+    for attr in sorted(sftp.listdir_attr(str(root / rel)), key=lambda a: a.filename):
+        child = rel / safe_remote_name(attr.filename, root / rel)
+        mode = attr.st_mode or 0
+        if stat.S_ISLNK(mode):
+            try:
+                target = sftp.stat(str(root / child))
+            except OSError:
+                continue
+            if stat.S_ISREG(target.st_mode or 0):
+                yield child, int(target.st_size or 0)
+        elif stat.S_ISDIR(mode):
+            yield from _walk(sftp, root, child)
+        elif stat.S_ISREG(mode):
+            yield child, int(attr.st_size or 0)
+
+
+def _task_root(sftp: paramiko.SFTPClient, relative: str) -> PurePosixPath:
+    """The task dir as this node's SFTP names it: under the Linux node root, else relative
+    to where SFTP starts."""
+    for candidate in (f"{LINUX_NODE_ROOT}/{relative}", relative):
+        try:
+            if stat.S_ISDIR(sftp.stat(candidate).st_mode or 0):
+                return PurePosixPath(candidate)
+        except OSError:
+            continue
+    raise FileNotFoundError(relative)
+
+
+def _plan(
+    conn: Connection, tasks: list[_TaskDir], target: Path
+) -> tuple[list[tuple[str, Path, int]], int, list[str]]:
+    """(remote, local, size) to fetch from one node, how many are already here, and tasks
+    whose directory is gone from the node."""
+    todo: list[tuple[str, Path, int]] = []
+    skipped = 0
+    gone = []
+    sftp = conn.sftp
+    for task in tasks:
+        try:
+            root = _task_root(sftp, task.root)
+        except FileNotFoundError:
+            gone.append(task.task_id)
+            continue
+        files: list[tuple[PurePosixPath, Path, int]] = []
+        for name in LOG_FILES:
+            try:
+                size = int(sftp.stat(str(root / name)).st_size or 0)
+            except OSError:
+                continue
+            files.append((PurePosixPath(name), Path(LOGS_DIR, name), size))
+        try:
+            listed = list(_walk(sftp, root / "wd"))
+        except FileNotFoundError:
+            listed = []
+        for rel, size in listed:
+            if str(rel) not in task.inputs:
+                files.append((PurePosixPath("wd") / rel, Path(*rel.parts), size))
+        for remote_rel, local_rel, size in files:
+            local = target / task.task_id / local_rel
+            if local.is_file() and local.stat().st_size == size:
+                skipped += 1
+            else:
+                todo.append((str(root / remote_rel), local, size))
+    return todo, skipped, gone
+
+
+def collect_via_ssh(
+    record: RunRecord, out_dir: Path, *, max_workers: int = 8, progress: bool = True
+) -> CollectResult:
+    """Download every task's outputs and logs of `record`'s run into ``out_dir/RUN_ID/``."""
+    from launcher.ssh import NodeAccess
+
+    batch = record.client().batch
+    placed, missing = _tasks(batch, record.job_id)
+    result = CollectResult(missing=missing)
+    target = Path(out_dir) / record.run_id
+    by_node: dict[tuple[str, str], list[_TaskDir]] = {}
+    for task in placed:
+        by_node.setdefault((task.pool_id, task.node_id), []).append(task)
+    pools = sorted({pool for pool, _ in by_node})
+    for pool_id in pools:
+        nodes = sorted(node for pool, node in by_node if pool == pool_id)
+        with NodeAccess(batch, pool_id, nodes, max_workers=max_workers) as access:
+
+            def plan(node: str, pool_id: str = pool_id) -> tuple[list[Any], int, list[str]]:
+                return _plan(access.connections[node], by_node[(pool_id, node)], target)
+
+            with ThreadPoolExecutor(max(1, min(max_workers, len(nodes)))) as pool:
+                plans = dict(zip(nodes, pool.map(plan, nodes), strict=True))
+            for _, skipped, gone in plans.values():
+                result.skipped += skipped
+                result.missing.extend(gone)
+            _download(access.connections, plans, result, max_workers, progress)
+        for warning in access.cleanup_errors:
+            import click
+
+            click.echo(f"warning: {warning}", err=True)
+    result.missing.sort()
+    return result
+
+
+def _download(
+    conns: dict[str, Connection],
+    plans: dict[str, tuple[list[tuple[str, Path, int]], int, list[str]]],
+    result: CollectResult,
+    max_workers: int,
+    progress: bool,
+) -> None:
+    """All nodes at once, each over up to `max_workers` SFTP channels, one progress bar."""
+    import threading
+
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    total = sum(size for todo, _, _ in plans.values() for _, _, size in todo)
+    lock = threading.Lock()
+    bar = Progress(
+        TextColumn("collect over ssh"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        disable=not progress,
+        transient=True,
+    )
+    with bar:
+        task = bar.add_task("files", total=total)
+
+        def on_file(remote: str, local: Path) -> None:
+            size = local.stat().st_size
+            with lock:
+                result.files += 1
+                result.bytes += size
+            bar.advance(task, size)
+
+        def node(node_id: str) -> None:
+            todo = plans[node_id][0]
+            if todo:
+                pairs = [(remote, local) for remote, local, _ in todo]
+                conns[node_id].get_many(pairs, max_workers=max_workers, on_file=on_file)
+
+        run: Callable[[str], None] = node
+        with ThreadPoolExecutor(max(1, min(max_workers, len(plans)))) as pool:
+            list(pool.map(run, plans))

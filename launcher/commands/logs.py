@@ -1,0 +1,102 @@
+"""`batchlaunch logs RUN_ID TASK_ID [--follow] [--stderr]`, and a node's start-task logs.
+
+batchlaunch logs RUN_ID TASK_ID             the task's stdout.txt
+batchlaunch logs RUN_ID TASK_ID --stderr    its stderr.txt
+batchlaunch logs RUN_ID TASK_ID --follow    new bytes as they arrive, until the task completes
+batchlaunch logs RUN_ID --start-task --node ID   the start task's stdout and stderr on a node,
+                                                 with the failing step highlighted
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from launcher.errors import UserError
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("run_id")
+@click.argument("task_id", required=False)
+@click.option("--follow", "-f", is_flag=True, help="Stream new output until the task completes.")
+@click.option("--stderr", "use_stderr", is_flag=True, help="stderr.txt instead of stdout.txt.")
+@click.option("--start-task", is_flag=True, help="The start task's logs of --node.")
+@click.option("--node", "node_id", metavar="ID", help="Node (with --start-task).")
+@click.option(
+    "--poll", default=0.5, show_default=True, type=click.FloatRange(min=0.05), hidden=True
+)
+def logs(
+    run_id: str,
+    task_id: str | None,
+    follow: bool,
+    use_stderr: bool,
+    start_task: bool,
+    node_id: str | None,
+    poll: float,
+) -> None:
+    """Print (or follow) a task's stdout or stderr, or a node's start-task logs."""
+    from launcher.logs import follow_task_file, print_task_file
+    from launcher.runs import load_run
+
+    record = load_run(run_id)
+    out = sys.stdout.buffer
+
+    def write(data: bytes) -> None:
+        out.write(data)
+        out.flush()
+
+    if start_task:
+        if node_id is None:
+            raise UserError("logs --start-task: give the node with --node ID")
+        if task_id is not None or follow:
+            raise UserError("logs --start-task: takes no TASK_ID and no --follow")
+        _start_task(record.client().batch, record.pool_id, node_id, use_stderr)
+        return
+    if task_id is None:
+        raise UserError(
+            f"logs {run_id}: give a TASK_ID (see `batchlaunch status {run_id}`), "
+            "or --start-task --node ID"
+        )
+    batch = record.client().batch
+    name = "stderr.txt" if use_stderr else "stdout.txt"
+    if follow:
+
+        def notice(data: bytes) -> None:
+            sys.stderr.buffer.write(data)
+            sys.stderr.flush()
+
+        follow_task_file(batch, record.job_id, task_id, name, write, poll=poll, notice=notice)
+    else:
+        print_task_file(batch, record.job_id, task_id, name, write)
+
+
+def _start_task(batch: object, pool_id: str, node_id: str, only_stderr: bool) -> None:
+    """Both files under headers; failure lines in bold red; a one-line verdict at the end."""
+    from launcher.logs import FAILED_STEP, start_task_logs
+
+    which = ("stderr",) if only_stderr else ("stdout", "stderr")
+    found = start_task_logs(batch, pool_id, node_id, which)
+    for kind in which:
+        data = found.files.get(kind)
+        if len(which) > 1:
+            click.secho(f"==> startup/{kind}.txt <==", bold=True)
+        if data is None:
+            click.echo(f"(no startup/{kind}.txt on node {node_id})")
+            continue
+        for line in data.decode("utf-8", errors="replace").splitlines():
+            if FAILED_STEP.match(line):
+                click.secho(f">>> {line}", fg="red", bold=True)
+            else:
+                click.echo(line)
+    if not found.failure:
+        click.echo(f"start task of node {node_id}: {found.state}", err=True)
+        return
+    steps = "; ".join(f"step '{step}' failed ({what})" for step, what in found.failed_steps)
+    click.secho(
+        f"start task of node {node_id} FAILED: {steps or 'no failing step reported'}; "
+        f"{found.failure} (shell in with `batchlaunch ssh PARAMS --node {node_id}`)",
+        fg="red",
+        bold=True,
+        err=True,
+    )
