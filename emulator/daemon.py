@@ -25,13 +25,18 @@ START_TIMEOUT = 30.0
 
 
 def _alive(pid: int) -> bool:
+    """Running (a zombie child of ours, which exited but is not reaped yet, counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _healthy(endpoint: str) -> bool:

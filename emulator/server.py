@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -59,6 +60,21 @@ class _Health:
         await self.app(scope, receive, send)
 
 
+def _server_class() -> Any:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn re-raises a caught SIGTERM after shutdown; we exit 0 after a clean stop."""
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True
+            else:
+                self.should_exit = True
+
+    return Server
+
+
 def serve(settings: Settings, announce: Any = None) -> None:
     """Run the service until a signal; print `BATCH_ENDPOINT=...` once ready."""
     import uvicorn
@@ -94,7 +110,7 @@ def serve(settings: Settings, announce: Any = None) -> None:
         timeout_keep_alive=30,
         backlog=1024,
     )
-    server = uvicorn.Server(config)
+    server = _server_class()(config)
     endpoint = f"http://{settings.host}:{settings.port}"
 
     async def watch() -> None:

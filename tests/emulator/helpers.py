@@ -115,3 +115,9 @@ def read(client: Any, job_id: str, task_id: str, name: str = "stdout.txt") -> st
 
 def task(task_id: str, command: str, **kwargs: Any) -> Any:
     return m.BatchTaskCreateOptions(id=task_id, command_line=command, **kwargs)
+
+
+def error_code(info: Any) -> str | None:
+    """The Batch error code of a `pytest.raises` result."""
+    error = getattr(info.value, "error", None)
+    return getattr(error, "code", None)

@@ -9,7 +9,7 @@ from azure.batch import models as m
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
 from emulator.server import EmulatorInfo
-from tests.emulator.helpers import UBUNTU, make_pool, unique, wait_for, wait_nodes
+from tests.emulator.helpers import UBUNTU, error_code, make_pool, unique, wait_for, wait_nodes
 from tests.fixtures.emulator import make_client
 
 pytestmark = pytest.mark.emulator
@@ -57,11 +57,11 @@ def test_errors(batch_client: Any) -> None:
     pool_id = make_pool(batch_client, nodes=0, wait=False)
     with pytest.raises(ResourceExistsError) as exc:
         make_pool(batch_client, pool_id, wait=False)
-    assert exc.value.error.code == "PoolExists"
+    assert error_code(exc) == "PoolExists"
     assert exc.value.status_code == 409
     with pytest.raises(ResourceNotFoundError) as missing:
         batch_client.get_pool(unique("missing"))
-    assert missing.value.error.code == "PoolNotFound"
+    assert error_code(missing) == "PoolNotFound"
     with pytest.raises(HttpResponseError) as bad:
         batch_client.create_pool(
             m.BatchPoolCreateOptions(
@@ -73,7 +73,7 @@ def test_errors(batch_client: Any) -> None:
             )
         )
     assert bad.value.status_code == 400
-    assert bad.value.error.code == "InvalidPropertyValue"
+    assert error_code(bad) == "InvalidPropertyValue"
 
 
 def test_bad_key_and_account(emulator: EmulatorInfo) -> None:
@@ -81,7 +81,7 @@ def test_bad_key_and_account(emulator: EmulatorInfo) -> None:
     with pytest.raises(HttpResponseError) as exc:
         list(make_client(wrong_key, retry_total=0).list_pools())
     assert exc.value.status_code == 403
-    assert exc.value.error.code == "AuthenticationFailed"
+    assert error_code(exc) == "AuthenticationFailed"
     wrong_account = EmulatorInfo(emulator.endpoint, "other", emulator.key)
     with pytest.raises(HttpResponseError) as exc2:
         make_client(wrong_account, retry_total=0).get_pool("x")
@@ -124,7 +124,7 @@ def test_delete_shows_deleting_then_gone(batch_client: Any) -> None:
     assert batch_client.get_pool(pool_id).state == "deleting"
     with pytest.raises(ResourceExistsError) as exc:
         batch_client.begin_resize_pool(pool_id, m.BatchPoolResizeOptions(target_dedicated_nodes=2))
-    assert exc.value.error.code == "PoolBeingDeleted"
+    assert error_code(exc) == "PoolBeingDeleted"
     poller.result()
     assert pool_id not in {p.id for p in batch_client.list_pools()}
 

@@ -3,6 +3,8 @@ exit conditions, listing with $filter/$select/paging, terminate/reactivate/delet
 
 from __future__ import annotations
 
+import datetime
+import itertools
 import time
 from typing import Any
 
@@ -12,6 +14,7 @@ from azure.batch.models._models import BatchJobTerminateOptions
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
 from tests.emulator.helpers import (
+    error_code,
     make_job,
     make_pool,
     read,
@@ -85,17 +88,17 @@ def test_task_errors(batch_client: Any, pool: str) -> None:
     job_id = make_job(batch_client, pool)
     with pytest.raises(ResourceExistsError) as exists:
         make_job(batch_client, pool, job_id)
-    assert exists.value.error.code == "JobExists"
+    assert error_code(exists) == "JobExists"
     batch_client.create_task(job_id, task("a", "true"))
     with pytest.raises(ResourceExistsError) as dup:
         batch_client.create_task(job_id, task("a", "true"))
-    assert dup.value.error.code == "TaskExists"
+    assert error_code(dup) == "TaskExists"
     with pytest.raises(ResourceNotFoundError) as nojob:
         batch_client.get_job(unique("nojob"))
-    assert nojob.value.error.code == "JobNotFound"
+    assert error_code(nojob) == "JobNotFound"
     with pytest.raises(ResourceNotFoundError) as notask:
         batch_client.get_task(job_id, "zzz")
-    assert notask.value.error.code == "TaskNotFound"
+    assert error_code(notask) == "TaskNotFound"
     with pytest.raises(ResourceNotFoundError):
         batch_client.create_task(unique("nojob"), task("a", "true"))
 
@@ -131,7 +134,9 @@ def test_max_wall_clock_time_kills_process_tree(
         task(
             "slow",
             f"/bin/sh -c '(sleep 2; touch {marker}) & sleep 30'",
-            constraints=m.BatchTaskConstraints(max_wall_clock_time="PT1S", max_task_retry_count=2),
+            constraints=m.BatchTaskConstraints(
+                max_wall_clock_time=datetime.timedelta(seconds=1), max_task_retry_count=2
+            ),
         ),
     )
     done = wait_task(batch_client, job_id, "slow", timeout=20)
@@ -203,7 +208,7 @@ def test_blocked_dependency_and_exit_conditions(batch_client: Any, pool: str) ->
         batch_client.create_task(
             other, task("x", "true", depends_on=m.BatchTaskDependencies(task_ids=["y"]))
         )
-    assert exc.value.error.code == "TaskDependenciesNotSpecifiedOnJob"
+    assert error_code(exc) == "TaskDependenciesNotSpecifiedOnJob"
 
 
 def test_on_all_tasks_complete_and_on_task_failure(batch_client: Any, pool: str) -> None:
@@ -218,7 +223,7 @@ def test_on_all_tasks_complete_and_on_task_failure(batch_client: Any, pool: str)
     assert job.execution_info.termination_reason == "TaskFailed"
     with pytest.raises(ResourceExistsError) as exc:
         batch_client.create_task(failing, task("late", "true"))
-    assert exc.value.error.code == "JobCompleted"
+    assert error_code(exc) == "JobCompleted"
 
 
 def test_job_lifecycle(batch_client: Any, pool: str) -> None:
@@ -271,7 +276,7 @@ def test_max_parallel_tasks_and_priority(batch_client: Any) -> None:
         (t.execution_info.start_time, t.execution_info.end_time)
         for t in batch_client.list_tasks(low)
     )
-    assert all(a[1] <= b[0] for a, b in zip(runs, runs[1:], strict=False))
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(runs))
 
 
 def test_slots_and_pack(batch_client: Any) -> None:
@@ -332,7 +337,11 @@ def test_terminate_reactivate_update_delete(batch_client: Any, pool: str) -> Non
     batch_client.reactivate_task(job_id, "long")
     assert batch_client.get_task(job_id, "long").state in ("active", "running")
     batch_client.replace_task(
-        job_id, "long", m.BatchTask(constraints=m.BatchTaskConstraints(max_wall_clock_time="PT1S"))
+        job_id,
+        "long",
+        m.BatchTask(
+            constraints=m.BatchTaskConstraints(max_wall_clock_time=datetime.timedelta(seconds=1))
+        ),
     )
     assert (
         batch_client.get_task(job_id, "long").constraints.max_wall_clock_time.total_seconds() == 1
