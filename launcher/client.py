@@ -311,12 +311,31 @@ class JobSummary:
     polls: int
     #: Active tasks that can never run: they depend (perhaps transitively) on a failed task.
     blocked: list[str] = field(default_factory=list)
+    #: Set when no node of the pool can run tasks (start task failed, unusable): why.
+    node_failures: list[NodeFailure] = field(default_factory=list)
 
     @property
     def succeeded(self) -> bool:
         return (
-            self.counts.done and self.counts.failed == 0 and not self.timed_out and not self.blocked
+            self.counts.done
+            and self.counts.failed == 0
+            and not self.timed_out
+            and not self.blocked
+            and not self.node_failures
         )
+
+
+@dataclass
+class NodeFailure:
+    """A node that cannot run tasks, with what its start task said."""
+
+    node_id: str
+    state: str
+    exit_code: int | None
+    failure: str
+    #: The start task's ``batchlaunch: step '...' failed (...)`` line, when there is one.
+    failed_step: str
+    stderr_tail: str
 
 
 @dataclass
@@ -521,9 +540,22 @@ class Client:
                     }
                 ],
                 "userIdentity": {"autoUser": {"scope": "pool", "elevationLevel": "admin"}},
-                "waitForSuccess": True,
+                "waitForSuccess": bool(
+                    getattr(getattr(self.params, "pool", None), "start_task_wait_for_success", True)
+                ),
                 "maxTaskRetryCount": 1,
             }
+            requirements = getattr(getattr(self.params, "runtime", None), "requirements", None)
+            if requirements:
+                from bootstrap.render import REQUIREMENTS_FILE
+
+                req_blob = self.store.put_content_addressed(Path(requirements), REQUIREMENTS_FILE)
+                start["resourceFiles"].append(
+                    {
+                        "httpUrl": self.store.read_url(req_blob, POOL_SAS_EXPIRY),
+                        "filePath": REQUIREMENTS_FILE,
+                    }
+                )
             if spec.start_task_environment:
                 start["environmentSettings"] = [
                     {"name": k, "value": str(v)} for k, v in spec.start_task_environment.items()
@@ -1099,13 +1131,20 @@ class Client:
         progress: bool = True,
         poll_interval: float | None = None,
         expected_tasks: int | None = None,
+        pool_id: str | None = None,
+        health_check_seconds: float | None = None,
     ) -> JobSummary:
         """Follow a job until all its tasks completed (or ``timeout`` seconds passed).
 
         Each poll costs one task-counts request whatever the number of tasks; a rich
-        progress bar shows completed/total and failures when ``progress`` is set.
+        progress bar shows completed/total and failures when ``progress`` is set. With
+        ``pool_id``, a job where nothing runs is checked every ``health_check_seconds``
+        for a pool whose nodes all failed their start task: the monitor then stops and
+        says why, instead of waiting forever for nodes that will never take a task.
         """
         interval = poll_interval or (0.25 if self.conn.emulator else 5.0)
+        health_every = health_check_seconds or (2.0 if self.conn.emulator else 60.0)
+        last_health = time.monotonic()
         started = time.monotonic()
         polls = 0
         previous: TaskCounts | None = None
@@ -1151,13 +1190,64 @@ class Client:
                     blocked = self.blocked_tasks(job_id)
                     finished = len(blocked) >= counts.active
                 previous = counts
+                node_failures: list[NodeFailure] = []
+                idle = counts.running == 0 and (counts.active > 0 or not enough)
+                if pool_id and idle and time.monotonic() - last_health >= health_every:
+                    last_health = time.monotonic()
+                    node_failures = self.unusable_pool(pool_id)
                 elapsed = time.monotonic() - started
+                if node_failures:
+                    return JobSummary(job_id, counts, elapsed, False, polls, blocked, node_failures)
                 if finished or (timeout is not None and elapsed >= timeout):
                     return JobSummary(job_id, counts, elapsed, not finished, polls, blocked)
                 time.sleep(interval)
         finally:
             if bar is not None:
                 bar.stop()
+
+    @_translate_errors
+    def node_failures(self, pool_id: str, *, tail_lines: int = 15) -> list[NodeFailure]:
+        """Nodes of the pool that cannot run tasks, each with its start task's diagnosis."""
+        failures = []
+        for node in self.batch.list_nodes(pool_id):
+            state = _enum(node.state)
+            if state not in _UNUSABLE_NODE_STATES:
+                continue
+            info = node.start_task_info
+            exit_code = getattr(info, "exit_code", None)
+            failure_info = getattr(info, "failure_info", None)
+            failure = (
+                f"{failure_info.code}: {failure_info.message}" if failure_info is not None else ""
+            )
+            stderr = self._node_file_tail(pool_id, str(node.id), "startup/stderr.txt", tail_lines)
+            step = next(
+                (ln for ln in reversed(stderr.splitlines()) if ln.startswith("batchlaunch: step")),
+                "",
+            )
+            failures.append(NodeFailure(str(node.id), state, exit_code, failure, step, stderr))
+        return failures
+
+    def unusable_pool(self, pool_id: str) -> list[NodeFailure]:
+        """The node failures when *every* node of a steady pool is unusable, else []."""
+        pool = self._get_pool(pool_id)
+        if pool is None or pool.get("allocationState") != "steady":
+            return []
+        total = int(pool.get("currentDedicatedNodes") or 0) + int(
+            pool.get("currentLowPriorityNodes") or 0
+        )
+        if total == 0:
+            return []
+        failures = self.node_failures(pool_id)
+        return failures if len(failures) >= total else []
+
+    def _node_file_tail(self, pool_id: str, node_id: str, path: str, lines: int) -> str:
+        from azure.core.exceptions import HttpResponseError
+
+        try:
+            data = b"".join(self.batch.download_node_file(pool_id, node_id, path))
+        except HttpResponseError:
+            return ""
+        return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
 
     @_translate_errors
     def blocked_tasks(self, job_id: str) -> list[str]:
@@ -1242,6 +1332,9 @@ class Client:
 
 # --------------------------------------------------------------------------------------
 # Helpers
+
+
+_UNUSABLE_NODE_STATES = frozenset({"starttaskfailed", "unusable"})
 
 
 def _enum(value: Any) -> str:

@@ -28,7 +28,7 @@ from launcher.errors import UserError
 from launcher.runs import RunRecord, check_run_id, load_run, new_run_id, record_path
 
 if TYPE_CHECKING:
-    from launcher.client import Client, FailedTask, JobSummary, TaskCounts, TaskSpec
+    from launcher.client import Client, FailedTask, JobSummary, NodeFailure, TaskCounts, TaskSpec
     from launcher.params import Params, TaskInstance
 
 #: Inputs must stay readable while tasks may still start: the job's limit plus this margin.
@@ -87,10 +87,18 @@ class RunReport:
     failed: list[FailedTask] = field(default_factory=list)
     blocked: list[str] = field(default_factory=list)
     collected: CollectResult | None = None
+    #: Nodes whose start task failed (all of them when `pool_unusable`).
+    node_failures: list[NodeFailure] = field(default_factory=list)
+    pool_unusable: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.counts.failed == 0 and not self.blocked and self.counts.done
+        return (
+            self.counts.failed == 0
+            and not self.blocked
+            and self.counts.done
+            and not self.pool_unusable
+        )
 
 
 class TaskBuilder:
@@ -256,11 +264,26 @@ def follow_run(
 ) -> RunReport:
     """Follow the job to the end (one task-counts request per poll), then collect."""
     summary = client.monitor_job(
-        record.job_id, timeout, progress=progress, expected_tasks=record.task_count
+        record.job_id,
+        timeout,
+        progress=progress,
+        expected_tasks=record.task_count,
+        pool_id=record.pool_id,
     )
     failed = client.failed_tasks(record.job_id) if summary.counts.failed else []
     collected = collect_run(record, client) if collect else None
-    return RunReport(record, summary, summary.counts, failed, summary.blocked, collected)
+    # A start task that failed on some nodes only is silent in Batch; say so.
+    nodes = summary.node_failures or client.node_failures(record.pool_id)
+    return RunReport(
+        record,
+        summary,
+        summary.counts,
+        failed,
+        summary.blocked,
+        collected,
+        nodes,
+        pool_unusable=bool(summary.node_failures),
+    )
 
 
 def run_status(record: RunRecord, client: Client) -> RunReport:
@@ -281,6 +304,23 @@ def teardown_pool(
     say(f"pool {record.pool_id}: deleting (pass --keep-pool to keep it for the next run)")
     client.delete_pool(record.pool_id)
     return True
+
+
+def node_failure_lines(failures: Iterable[NodeFailure]) -> list[str]:
+    """Nodes whose start task failed, grouped by what failed: nodes, failing step, stderr."""
+    groups: dict[tuple[str, str, str], list[NodeFailure]] = {}
+    for node in failures:
+        groups.setdefault((node.failed_step, node.failure, node.stderr_tail), []).append(node)
+    lines = []
+    for (step, failure, tail), nodes in groups.items():
+        first = nodes[0]
+        code = "?" if first.exit_code is None else str(first.exit_code)
+        names = ", ".join(n.node_id for n in nodes[:3]) + (" ..." if len(nodes) > 3 else "")
+        lines.append(f"{len(nodes)} node(s) {first.state} (start task exit code {code}): {names}")
+        if step or failure:
+            lines.append(f"    {step or failure}")
+        lines.extend(f"    | {line}" for line in tail.rstrip().splitlines() if line != step)
+    return lines
 
 
 def failed_lines(failed: Iterable[FailedTask]) -> list[str]:

@@ -29,9 +29,7 @@ _RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 def check_run_id(run_id: str) -> str:
     """Run ids are Batch job ids: 1-64 letters, digits, hyphens, underscores."""
     if not _RUN_ID.fullmatch(run_id):
-        raise UserError(
-            f"run id {run_id!r}: expected 1-64 letters, digits, hyphens or underscores"
-        )
+        raise UserError(f"run id {run_id!r}: expected 1-64 letters, digits, hyphens or underscores")
     return run_id
 
 

@@ -27,7 +27,7 @@ def _print_report(report: RunReport, console: Console) -> None:
     """A summary table, then each failed task with the tail of its stderr."""
     from rich.table import Table
 
-    from launcher.run import failed_lines
+    from launcher.run import failed_lines, node_failure_lines
 
     counts = report.counts
     table = Table(title=f"run {report.record.run_id}", show_header=False, title_justify="left")
@@ -49,9 +49,29 @@ def _print_report(report: RunReport, console: Console) -> None:
     console.print(table)
     for line in failed_lines(report.failed):
         console.print(line, style="red" if line.startswith("task ") else None, markup=False)
+    if report.node_failures:
+        console.print(
+            "no node of the pool can run tasks: every start task failed"
+            if report.pool_unusable
+            else f"warning: {len(report.node_failures)} node(s) failed their start task",
+            style="red" if report.pool_unusable else "yellow",
+            markup=False,
+        )
+        for line in node_failure_lines(report.node_failures):
+            console.print(line, style="bold" if "step '" in line else None, markup=False)
+        console.print(
+            f"see the full logs: batchlaunch logs {report.record.run_id} --start-task "
+            f"--node {report.node_failures[0].node_id}",
+            markup=False,
+        )
 
 
 def _outcome(report: RunReport) -> None:
+    if report.pool_unusable:
+        raise RunFailed(
+            f"run {report.record.run_id}: pool {report.record.pool_id} has no usable node "
+            "(start task failed); fix the [runtime] and run again with the same --run-id"
+        )
     if report.counts.failed or report.blocked:
         raise RunFailed(
             f"{report.counts.failed} task(s) failed"
