@@ -8,6 +8,7 @@ the task wrote: every byte arrives once and in order.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -17,6 +18,10 @@ from typing import Any
 from launcher.errors import UserError
 
 Write = Callable[[bytes], object]
+
+# A 404 answer to HEAD (a task file not written yet) has no body, and the SDK logs a
+# warning with a traceback for the error body it could not parse: noise for a user.
+logging.getLogger("azure.batch._utils.model_base").setLevel(logging.ERROR)
 
 #: The line the bootstrap script prints when a start-task step fails (startup_templates/base.sh.j2).
 FAILED_STEP = re.compile(r"^batchlaunch: step '(?P<step>.*)' failed \((?P<what>.*)\)\s*$")
@@ -186,7 +191,7 @@ def start_task_logs(
     for data in files.values():
         for line in data.decode("utf-8", errors="replace").splitlines():
             m = FAILED_STEP.match(line)
-            if m:
+            if m and (m.group("step"), m.group("what")) not in steps:  # stdout may echo it
                 steps.append((m.group("step"), m.group("what")))
     return StartTaskLogs(
         node_id=node_id,

@@ -119,9 +119,7 @@ def exit_code(code: int) -> int:
     help="Forget the remembered host key of --node (all nodes of the pool without it).",
 )
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD...]")
-@click.pass_context
 def ssh(
-    ctx: click.Context,
     params: Path,
     node_id: str | None,
     all_nodes: bool,
@@ -176,7 +174,8 @@ def ssh(
                 f"UTC: ssh -i {access.key.private_path} {where}",
                 err=True,
             )
-    ctx.exit(code)
+    if code:  # SystemExit, not ctx.exit: the exit code must survive `python -m launcher.cli`
+        raise SystemExit(code)
 
 
 def _session(

@@ -1,0 +1,146 @@
+"""`batchlaunch logs`: a task's output once and followed (ranged reads), and a node's failed
+start task with its failing step. Jobs and tasks are made with the SDK and a run record
+saved by the test, so nothing here depends on `batchlaunch run`."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.ssh_emulator.conftest import Cluster, wait_nodes, write_params
+
+pytestmark = pytest.mark.emulator
+
+LINES = 12
+
+
+def _add_task(cluster: Cluster, job_id: str, task_id: str, script: str) -> None:
+    import shlex
+
+    from azure.batch import models
+
+    cluster.client.create_task(
+        job_id,
+        models.BatchTaskCreateOptions(
+            id=task_id, command_line=f"/bin/bash -c {shlex.quote(script)}"
+        ),
+    )
+
+
+def _state(cluster: Cluster, job_id: str, task_id: str) -> str:
+    task = cluster.client.get_task(job_id, task_id)
+    return str(getattr(task.state, "value", task.state))
+
+
+def test_follow_streams_every_line_once_in_order(cluster: Cluster, tmp_path: Path) -> None:
+    job_id = cluster.job("follow")
+    cluster.record(job_id, tmp_path / "out")
+    # partial lines too: each line is written in two pieces with a pause between them
+    _add_task(
+        cluster,
+        job_id,
+        "t1",
+        f"for i in $(seq 1 {LINES}); do printf 'line-%s' $i; sleep 0.15; echo ' end';"
+        " sleep 0.15; done; echo oops >&2",
+    )
+    errors = tmp_path / "stderr.txt"
+    with errors.open("w") as err_file:
+        proc = subprocess.Popen(
+            cluster.command("logs", job_id, "t1", "--follow", "--poll", "0.1"),
+            env=cluster.env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=err_file,
+            text=True,
+        )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        # the first line arrived while the task was still writing: streamed, not at the end
+        assert _state(cluster, job_id, "t1") != "completed"
+        rest = proc.stdout.read()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err = errors.read_text()
+    assert err == ""  # nothing but the task's bytes, no SDK noise about files not there yet
+    assert proc.returncode == 0, err
+    assert (first + rest).splitlines() == [f"line-{i} end" for i in range(1, LINES + 1)]
+    assert _state(cluster, job_id, "t1") == "completed"
+
+    # once more without --follow: the whole file; --stderr: the other one
+    again = cluster.cli("logs", job_id, "t1")
+    assert again.stdout == first + rest
+    err_only = cluster.cli("logs", job_id, "t1", "--stderr")
+    assert err_only.returncode == 0 and err_only.stdout == "oops\n"
+
+
+def test_logs_of_a_task_that_has_not_started(cluster: Cluster, tmp_path: Path) -> None:
+    job_id = cluster.job("waiting")
+    cluster.record(job_id, tmp_path / "out")
+    missing = cluster.cli("logs", job_id, "no-such-task")
+    assert missing.returncode == 2
+    assert missing.stderr.startswith(f"error: logs: task no-such-task of run {job_id}: ")
+
+
+def _failing_pool(cluster: Cluster, tmp_path: Path) -> tuple[str, Path, Any]:
+    """A 1-node pool whose rendered start task fails in its first pre_install hook."""
+    from launcher.client import Client
+
+    pool_id = f"sshfail-{uuid.uuid4().hex[:6]}"
+    params = write_params(
+        tmp_path / "fail.toml",
+        cluster.info,
+        pool_id,
+        nodes=1,
+        runtime="pre_install = [\"sh -c 'echo about to fail; echo boom >&2; exit 3'\"]\n",
+    )
+    Client(params).create_pool()
+    (node,) = wait_nodes(cluster.client, pool_id, 1, {"starttaskfailed"}, timeout=60)
+    return pool_id, params, node
+
+
+def test_start_task_failure_shows_the_failing_step(cluster: Cluster, tmp_path: Path) -> None:
+    pool_id, params, node = _failing_pool(cluster, tmp_path)
+    try:
+        record = cluster.record(f"run-{pool_id}", tmp_path / "out", pool_id=pool_id)
+        shown = cluster.cli("logs", record.run_id, "--start-task", "--node", node.id)
+        assert shown.returncode == 0, shown.stderr
+        out = shown.stdout.splitlines()
+        assert "==> startup/stdout.txt <==" in out and "==> startup/stderr.txt <==" in out
+        assert "boom" in out
+        flagged = [line for line in out if line.startswith(">>> ")]
+        expected = (
+            "batchlaunch: step 'pre_install hook 1' failed "
+            "(command: sh -c 'echo about to fail; echo boom >&2; exit 3'; exit 3)"
+        )
+        assert flagged and set(flagged) == {f">>> {expected}"}
+        assert f"start task of node {node.id} FAILED: {expected.split(': ', 1)[1]};" in (
+            shown.stderr
+        )
+        assert "exit code 3" in shown.stderr  # from startTaskInfo
+
+        only_err = cluster.cli("logs", record.run_id, "--start-task", "--node", node.id, "--stderr")
+        assert "==> startup" not in only_err.stdout and "boom" in only_err.stdout
+
+        # `ssh` to that pool: no usable node; the error names the node, its state, the
+        # start-task failure and where to look
+        refused = cluster.cli("ssh", str(params), "--", "true")
+        assert refused.returncode == 2
+        assert refused.stderr.count("\n") == 1 and refused.stderr.startswith("error: ")
+        assert f"{node.id} (starttaskfailed: exit code 3" in refused.stderr
+        assert f"--start-task --node {node.id}" in refused.stderr
+        # ...but --node gets onto the failed node, to look around
+        look = cluster.cli("ssh", str(params), "--node", node.id, "--", "cat startup/stderr.txt")
+        assert look.returncode == 0, look.stderr
+        assert "boom" in look.stdout
+    finally:
+        cluster.client.begin_delete_pool(pool_id, polling_interval=0.1).result()
+        time.sleep(0)

@@ -1,0 +1,108 @@
+"""`batchlaunch ssh` end to end: the CLI subprocess, the real SDK against the emulator, and
+the emulator's SSH endpoint."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.ssh_emulator.conftest import Cluster
+
+pytestmark = pytest.mark.emulator
+
+
+def test_command_exit_code_and_separate_streams(cluster: Cluster) -> None:
+    # The words after -- are joined with spaces, as ssh(1) does.
+    done = cluster.cli(
+        "ssh", str(cluster.params), "--", "echo", "out-$AZ_BATCH_NODE_ID;", "pwd;",
+        "echo", "err-$AZ_BATCH_POOL_ID", ">&2;", "exit", "7",
+    )  # fmt: skip
+    assert done.returncode == 7, done.stderr
+    out = done.stdout.splitlines()
+    node = out[0].removeprefix("out-")
+    assert node == cluster.node_ids[0] or node in cluster.node_ids  # the first idle node
+    assert out[1].endswith(f"/{cluster.pool_id}/{node}")  # cwd: the node's root directory
+    assert "err-" not in done.stdout
+    assert f"err-{cluster.pool_id}" in done.stderr.splitlines()
+
+
+def test_named_node_and_exit_zero(cluster: Cluster) -> None:
+    target = cluster.node_ids[1]
+    done = cluster.cli("ssh", str(cluster.params), "--node", target, "--", "echo $AZ_BATCH_NODE_ID")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{target}\n"
+
+
+def test_unknown_node_lists_the_nodes(cluster: Cluster) -> None:
+    done = cluster.cli("ssh", str(cluster.params), "--node", "tvm-nope", "--", "true")
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: --node tvm-nope: not a node of pool")
+    assert all(f"{n} (idle" in done.stderr for n in cluster.node_ids)
+    assert "Traceback" not in done.stderr
+
+
+def test_all_nodes_prefixes_lines_and_fails_if_one_fails(cluster: Cluster) -> None:
+    bad = cluster.node_ids[1]
+    done = cluster.cli(
+        "ssh", str(cluster.params), "--all-nodes", "--",
+        f'echo "hello from $AZ_BATCH_NODE_ID"; echo second; '
+        f'test "$AZ_BATCH_NODE_ID" != {bad} || exit 3',
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    lines = done.stdout.splitlines()
+    for node in cluster.node_ids:
+        assert f"[{node}] hello from {node}" in lines
+        assert f"[{node}] second" in lines
+        # each node's lines in its order
+        assert lines.index(f"[{node}] hello from {node}") < lines.index(f"[{node}] second")
+    assert len(lines) == 4
+    assert f"1 of 2 nodes failed: {bad} (exit 3)" in done.stderr
+
+
+def test_put_then_get_files_and_trees(cluster: Cluster, tmp_path: Path) -> None:
+    node = cluster.node_ids[0]
+    payload = os.urandom(300_000)
+    src = tmp_path / "up.bin"
+    src.write_bytes(payload)
+    src.chmod(0o640)
+    put = cluster.cli(
+        "ssh", str(cluster.params), "--node", node, "--put", str(src), "/shared/up.bin"
+    )
+    assert put.returncode == 0, put.stderr
+    # checked through the Batch file API, not through our own SFTP
+    on_node = b"".join(cluster.client.download_node_file(cluster.pool_id, node, "shared/up.bin"))
+    assert on_node == payload
+    props = cluster.client.get_node_file_properties(cluster.pool_id, node, "shared/up.bin")
+    assert int(str(props.file_mode), 8) & 0o777 == 0o640  # --put keeps the permission bits
+
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "a.txt").write_text("a\n")
+    (tree / "sub" / "b.txt").write_text("b\n")
+    put_dir = cluster.cli(
+        "ssh", str(cluster.params), "--node", node, "--put", str(tree), "/shared/tree"
+    )
+    assert put_dir.returncode == 0, put_dir.stderr
+
+    back = tmp_path / "back"
+    back.mkdir()
+    got = cluster.cli(
+        "ssh", str(cluster.params), "--node", node, "--get", "/shared/up.bin", str(back)
+    )
+    assert got.returncode == 0, got.stderr
+    assert (back / "up.bin").read_bytes() == payload
+
+    got_dir = cluster.cli(
+        "ssh", str(cluster.params), "--node", node, "--get", "/shared/tree", str(tmp_path / "t2")
+    )
+    assert got_dir.returncode == 0, got_dir.stderr
+    assert (tmp_path / "t2" / "a.txt").read_text() == "a\n"
+    assert (tmp_path / "t2" / "sub" / "b.txt").read_text() == "b\n"
+
+    missing = cluster.cli(
+        "ssh", str(cluster.params), "--node", node, "--get", "/shared/nope", str(back)
+    )
+    assert missing.returncode == 2
+    assert "/shared/nope: no such file or directory" in missing.stderr
