@@ -113,6 +113,7 @@ class TaskBuilder:
         self.run_id = run_id
         self.lifetime = lifetime
         self._resources: dict[str, dict[str, str]] = {}
+        self._write_url: str | None = None
 
     def resource(self, source: str) -> dict[str, str]:
         if source not in self._resources:
@@ -126,7 +127,9 @@ class TaskBuilder:
         return self._resources[source]
 
     def output(self, pattern: str, blob_path: str) -> dict[str, Any]:
-        return self.client.output_file(pattern, blob_path, expiry=self.lifetime)
+        if self._write_url is None:  # one SAS for the whole run, not one per task
+            self._write_url = self.client.store.container_write_url(self.lifetime)
+        return self.client.output_file(pattern, blob_path, container_url=self._write_url)
 
     def outputs_for(self, task: TaskInstance) -> list[dict[str, Any]]:
         prefix = task_prefix(self.run_id, task.id)

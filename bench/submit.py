@@ -1,0 +1,120 @@
+"""Benchmark: submitting 10,000 tasks, `batchlaunch run --detach` vs one create_task per task.
+
+Both run side by side against the same emulator, on a pool with no nodes (so the tasks
+queue and only submission is measured). The baseline is how the tools our users come from
+submit: one REST call per task. Targets: batchlaunch >= 20x faster, and a progress poll of
+a 10,000-task job costs at most 2 requests.
+
+    .venv/bin/python bench/submit.py [N_TASKS]
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bootstrap import wrap_command  # noqa: E402
+from emulator.server import start_emulator  # noqa: E402
+
+
+def batch_client(info: Any, **kwargs: Any) -> Any:
+    from azure.batch import BatchClient
+    from azure.core.credentials import AzureNamedKeyCredential
+
+    return BatchClient(info.endpoint, AzureNamedKeyCredential(info.account, info.key), **kwargs)
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
+    with tempfile.TemporaryDirectory() as tmp, start_emulator(Path(tmp) / "state") as info:
+        folder = Path(tmp)
+        params = folder / "params.toml"
+        params.write_text(
+            textwrap.dedent(
+                f"""
+                [batch]
+                endpoint = "emulator"
+                [pool]
+                id = "bench"
+                dedicated_nodes = 0
+                [job]
+                id = "bench"
+                [[tasks]]
+                id = "t"
+                command = "echo {{i}}"
+                sweep = {{ i = {list(range(n))} }}
+                """
+            )
+        )
+        env = {
+            **os.environ,
+            "BATCHLAUNCH_HOME": str(folder / "home"),
+            "AZURE_BATCH_ENDPOINT": info.endpoint,
+            "AZURE_BATCH_ACCOUNT": info.account,
+            "AZURE_BATCH_ACCESS_KEY": info.key,
+            "PYTHONPATH": str(REPO),
+        }
+        cli = [sys.executable, "-m", "launcher.cli", "run", str(params), "--detach", "-q"]
+
+        started = time.perf_counter()
+        proc = subprocess.run(
+            [*cli, "--run-id", "fast"], env=env, capture_output=True, text=True, check=False
+        )
+        fast = time.perf_counter() - started
+        if proc.returncode != 0:
+            sys.exit(f"batchlaunch run failed:\n{proc.stderr}")
+
+        from azure.batch import models
+
+        client = batch_client(info)
+        client.create_job(
+            models.BatchJobCreateOptions({"id": "slow", "poolInfo": {"poolId": "bench"}})
+        )
+        started = time.perf_counter()
+        for i in range(n):
+            client.create_task(
+                "slow",
+                models.BatchTaskCreateOptions(
+                    {"id": f"t-{i}", "commandLine": wrap_command(f"echo {i}")}
+                ),
+            )
+        slow = time.perf_counter() - started
+
+        counted = {"requests": 0}
+
+        def count(_request: Any) -> None:
+            counted["requests"] += 1
+
+        from launcher.batch import BatchConnection
+        from launcher.client import Client
+
+        counting = batch_client(info, raw_request_hook=count)
+        monitor = Client(
+            None, batch=BatchConnection(counting, info.endpoint, info.account, 0.05, True)
+        )
+        summary = monitor.monitor_job("fast", timeout=1.0, progress=False, poll_interval=0.1)
+        per_poll = counted["requests"] / summary.polls
+
+        fast_tasks = len(list(client.list_tasks("fast", select=["id"])))
+        slow_tasks = len(list(client.list_tasks("slow", select=["id"])))
+        print(f"tasks: {n} (pool without nodes: submission only)")
+        print(f"batchlaunch run --detach (whole CLI): {fast:7.2f} s  ({fast_tasks} tasks)")
+        print(f"one create_task call per task:       {slow:7.2f} s  ({slow_tasks} tasks)")
+        print(f"ratio: {slow / fast:.1f}x faster (target >= 20x)")
+        print(
+            f"requests per progress poll of a {n}-task job: {per_poll:.2f} "
+            f"({counted['requests']} requests / {summary.polls} polls; target <= 2)"
+        )
+
+
+if __name__ == "__main__":
+    main()
