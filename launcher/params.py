@@ -371,6 +371,16 @@ class TaskSpec(StrictModel):
     container_image: str | None = None
     environment: dict[str, str] = Field(default_factory=dict)
     required_slots: int = Field(1, ge=1, le=256)
+    #: Download the outputs of the tasks in `depends_on` into this directory of the working
+    #: dir (``DIR/PARENT_ID/OUTPUT``) before the command runs: how a reduce reads its inputs.
+    parent_outputs: str | None = None
+
+    @field_validator("parent_outputs")
+    @classmethod
+    def _parent_outputs(cls, v: str | None) -> str | None:
+        if v is not None and (not _REL_DIR.fullmatch(v) or v in (".", "..")):
+            raise ValueError(f"expected one directory name (letters, digits, . _ -), got {v!r}")
+        return v
 
     @field_validator("id")
     @classmethod
@@ -479,6 +489,10 @@ class Params(StrictModel):
                     f"[[tasks]] #{n} depends_on: unknown task id(s) {', '.join(missing)};"
                     f" known ids are {', '.join(sorted(known))}"
                 )
+            if task.parent_outputs and not task.depends_on:
+                raise ValueError(
+                    f"[[tasks]] #{n} parent_outputs: needs depends_on (whose outputs to fetch)"
+                )
             if task.required_slots > self.pool.task_slots_per_node:
                 raise ValueError(
                     f"[[tasks]] #{n} required_slots: {task.required_slots} is more than"
@@ -536,6 +550,7 @@ class TaskInstance:
     environment: dict[str, str]
     required_slots: int
     sweep: dict[str, SweepValue] = field(default_factory=dict)
+    parent_outputs: str | None = None
 
 
 def _substitute(command: str, values: Mapping[str, SweepValue]) -> str:
@@ -611,6 +626,7 @@ def expand_tasks(params: Params) -> list[TaskInstance]:
                     },
                     required_slots=task.required_slots,
                     sweep=values,
+                    parent_outputs=task.parent_outputs,
                 )
             )
     return out

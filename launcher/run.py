@@ -56,6 +56,25 @@ def _has_wildcard(pattern: str) -> bool:
     return glob.has_magic(pattern)
 
 
+def output_blob_path(prefix: str, pattern: str) -> str:
+    """Where an output pattern's files go, so that they keep their working-dir layout.
+
+    Batch uploads a literal pattern to the blob named by the path, and a wildcard pattern's
+    files under the path by their names below the pattern's fixed directories. Adding those
+    fixed directories back gives ``out/*.txt`` -> ``PREFIX/out/NAME.txt``, the same place
+    ``out/NAME.txt`` would go.
+    """
+    parts = [p for p in pattern.split("/") if p not in ("", ".")]
+    if not _has_wildcard(pattern):
+        return "/".join([prefix, *parts])
+    fixed = []
+    for part in parts[:-1]:
+        if _has_wildcard(part):
+            break
+        fixed.append(part)
+    return "/".join([prefix, *fixed])
+
+
 @dataclass
 class Submission:
     """What `submit_run` did: how many tasks it added and how many already existed."""
@@ -114,6 +133,9 @@ class TaskBuilder:
         self.lifetime = lifetime
         self._resources: dict[str, dict[str, str]] = {}
         self._write_url: str | None = None
+        self._read_url: str | None = None
+        #: Each task's declared outputs by id (for `parent_outputs`).
+        self.outputs_of: dict[str, list[str]] | None = None
 
     def resource(self, source: str) -> dict[str, str]:
         if source not in self._resources:
@@ -134,14 +156,47 @@ class TaskBuilder:
     def outputs_for(self, task: TaskInstance) -> list[dict[str, Any]]:
         prefix = task_prefix(self.run_id, task.id)
         files = [
-            self.output(
-                pattern,
-                prefix if _has_wildcard(pattern) else f"{prefix}/{pattern.lstrip('./')}",
-            )
-            for pattern in task.outputs
+            self.output(pattern, output_blob_path(prefix, pattern)) for pattern in task.outputs
         ]
         files.append(self.output("../std*.txt", f"{prefix}/{LOGS_DIR}"))
         return files
+
+    def parent_inputs(self, task: TaskInstance) -> list[dict[str, str]]:
+        """Resource files for the declared outputs of the task's parents.
+
+        The blobs do not exist yet when the task is submitted; Batch fetches resource files
+        when the task starts, which is after its parents completed. A literal output lands
+        at ``DIR/PARENT/OUTPUT``; a wildcard one brings the parent's whole prefix, under
+        ``DIR/runs/RUN_ID/PARENT/``.
+        """
+        if not task.parent_outputs or self.outputs_of is None:
+            return []
+        files = []
+        for parent in task.depends_on:
+            for pattern in self.outputs_of.get(parent, []):
+                if _has_wildcard(pattern):
+                    files.append(
+                        {
+                            "storageContainerUrl": self._read_container_url(),
+                            "blobPrefix": task_prefix(self.run_id, parent) + "/",
+                            "filePath": task.parent_outputs,
+                        }
+                    )
+                    break
+                blob = output_blob_path(task_prefix(self.run_id, parent), pattern)
+                name = blob.split("/", 3)[3]
+                files.append(
+                    {
+                        "httpUrl": self.client.store.read_url(blob, self.lifetime),
+                        "filePath": f"{task.parent_outputs}/{parent}/{name}",
+                    }
+                )
+        return files
+
+    def _read_container_url(self) -> str:
+        if self._read_url is None:
+            self._read_url = self.client.store.container_read_url(self.lifetime)
+        return self._read_url
 
     def spec(self, task: TaskInstance) -> TaskSpec:
         from launcher.client import TaskSpec
@@ -155,7 +210,8 @@ class TaskBuilder:
             container_image=task.container_image,
             timeout_minutes=task.max_wall_clock_minutes,
             max_retries=task.max_task_retries,
-            resource_files=[self.resource(f) for f in task.resource_files],
+            resource_files=[self.resource(f) for f in task.resource_files]
+            + self.parent_inputs(task),
             output_files=self.outputs_for(task),
             environment=task.environment,
         )
@@ -233,6 +289,7 @@ def submit_run(
     say(f"job {record.job_id}: {len(todo)} task(s) to add, {len(tasks) - len(todo)} present")
     if todo:
         builder = TaskBuilder(client, record.run_id, lifetime)
+        builder.outputs_of = {t.id: t.outputs for t in tasks}
         client.add_tasks(
             record.job_id, [builder.spec(t) for t in todo], max_concurrency=max_concurrency
         )

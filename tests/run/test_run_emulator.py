@@ -55,7 +55,7 @@ def test_sweep_of_200_tasks_collects_every_output(
     assert task_dirs == [f"t-{i:03d}" for i in range(200)]
     for i in (0, 57, 199):
         task = run_dir / f"t-{i:03d}"
-        assert (task / "r.txt").read_text() == f"value-{i}\n"
+        assert (task / "out" / "r.txt").read_text() == f"value-{i}\n"
         assert (task / "logs" / "stdout.txt").read_text() == f"done {i}\n"
     assert "succeeded" in result.err and "200" in result.err
 
@@ -181,7 +181,7 @@ def test_detach_then_status_then_collect(
 
     collected = cli("collect", "det1")
     assert collected.code == 0, collected.err
-    assert (out / "det1" / "t-1" / "r.txt").read_text() == "value-2\n"
+    assert (out / "det1" / "t-1" / "out" / "r.txt").read_text() == "value-2\n"
     again = cli("collect", "det1")
     assert "0 file(s) downloaded" in again.err
 

@@ -1,0 +1,52 @@
+"""Where a run's outputs land in storage, and how parent outputs reach a dependent task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from launcher.errors import UserError
+from launcher.params import load_params
+from launcher.run import output_blob_path
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        ("result.csv", "P/result.csv"),
+        ("./out/v.txt", "P/out/v.txt"),
+        ("out/*.txt", "P/out"),
+        ("out/sub/**/*.h5", "P/out/sub"),
+        ("**/*.csv", "P"),
+        ("*.log", "P"),
+        ("data/run-?/x.bin", "P/data"),
+    ],
+)
+def test_output_blob_path_keeps_the_working_dir_layout(pattern: str, expected: str) -> None:
+    assert output_blob_path("P", pattern) == expected
+
+
+def _params(tmp_path: Path, task_extra: str) -> Path:
+    path = tmp_path / "p.toml"
+    path.write_text(
+        '[[tasks]]\nid = "a"\ncommand = "true"\noutputs = ["x.txt"]\n'
+        f'[[tasks]]\nid = "b"\ncommand = "true"\n{task_extra}\n'
+    )
+    return path
+
+
+def test_parent_outputs_needs_depends_on(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"parent_outputs: needs depends_on"):
+        load_params(_params(tmp_path, 'parent_outputs = "in"'))
+
+
+def test_parent_outputs_must_be_one_directory_name(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"parent_outputs.*one directory name"):
+        load_params(_params(tmp_path, 'depends_on = ["a"]\nparent_outputs = "../x"'))
+
+
+def test_parent_outputs_reaches_the_task_instance(tmp_path: Path) -> None:
+    params = load_params(_params(tmp_path, 'depends_on = ["a"]\nparent_outputs = "in"'))
+    reduce = params.task_instances()[1]
+    assert reduce.parent_outputs == "in" and reduce.depends_on == ["a"]
