@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import posixpath
@@ -360,6 +361,8 @@ def _guarded(
 ) -> None:
     try:
         target(endpoint, channel, login, command, pty)
+    except (OSError, EOFError, paramiko.SSHException) as exc:  # the client went away
+        log.info("ssh: session on %s/%s ended: %s", login.pool_id, login.node_id, exc)
     except Exception:
         log.exception("ssh: session on %s/%s failed", login.pool_id, login.node_id)
         with contextlib.suppress(Exception):
@@ -394,9 +397,12 @@ def _run_pipes(
     endpoint._track(proc)
     try:
         assert proc.stdin and proc.stdout and proc.stderr
-        out = threading.Thread(target=_copy_out, args=(proc.stdout, channel.sendall), daemon=True)
+        hangup = functools.partial(_kill_group, proc, signal.SIGHUP)
+        out = threading.Thread(
+            target=_copy_out, args=(proc.stdout, channel.sendall, hangup), daemon=True
+        )
         err = threading.Thread(
-            target=_copy_out, args=(proc.stderr, channel.sendall_stderr), daemon=True
+            target=_copy_out, args=(proc.stderr, channel.sendall_stderr, hangup), daemon=True
         )
         feed = threading.Thread(target=_copy_in, args=(channel, proc.stdin), daemon=True)
         for t in (out, err, feed):
@@ -421,7 +427,7 @@ def _run_pty(
     master, slave = os.openpty()
     _set_winsize(master, pty.cols, pty.rows)
     env = login.session_env(pty.term)
-    env.setdefault("PS1", f"{login.user}@{login.node_id}:\\w\\$ ")
+    env.setdefault("PS1", f"{login.user}@{login.node_id}:\\W\\$ ")
     try:
         proc = subprocess.Popen(
             _argv(command, interactive=True),
@@ -437,8 +443,10 @@ def _run_pty(
     pty.master = master
     endpoint._track(proc)
     stop = threading.Event()
-    feed = threading.Thread(target=_copy_to_fd, args=(channel, master, stop), daemon=True)
+    hangup = functools.partial(_kill_group, proc, signal.SIGHUP)
+    feed = threading.Thread(target=_copy_to_fd, args=(channel, master, stop, hangup), daemon=True)
     feed.start()
+    connected = True
     try:
         while True:  # until the slave side is closed by every process that had it
             try:
@@ -447,7 +455,12 @@ def _run_pty(
                 break
             if not data:
                 break
-            channel.sendall(data)
+            if connected:
+                try:
+                    channel.sendall(data)
+                except (OSError, EOFError, paramiko.SSHException):
+                    connected = False  # the client is gone: hang up, drain until EIO
+                    hangup()
         code = proc.wait()
     finally:
         stop.set()
@@ -477,10 +490,19 @@ def _finish(channel: paramiko.Channel, code: int) -> None:
         channel.close()
 
 
-def _copy_out(pipe: Any, send: Callable[[bytes], None]) -> None:
-    with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+def _copy_out(pipe: Any, send: Callable[[bytes], None], hangup: Callable[[], None]) -> None:
+    """Child output to the client; if the client is gone, hang up on the child and drain
+    its output so it cannot block on a full pipe."""
+    connected = True
+    with contextlib.suppress(OSError):
         while data := pipe.read1(_CHUNK):
-            send(data)
+            if not connected:
+                continue
+            try:
+                send(data)
+            except (OSError, EOFError, paramiko.SSHException):
+                connected = False
+                hangup()
     pipe.close()
 
 
@@ -493,7 +515,10 @@ def _copy_in(channel: paramiko.Channel, pipe: Any) -> None:
         pipe.close()
 
 
-def _copy_to_fd(channel: paramiko.Channel, fd: int, stop: threading.Event) -> None:
+def _copy_to_fd(
+    channel: paramiko.Channel, fd: int, stop: threading.Event, hangup: Callable[[], None]
+) -> None:
+    """Client keystrokes to the pty; the client closing its side is a hangup (SIGHUP)."""
     with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
         while not stop.is_set():
             ready, _, _ = select.select([channel], [], [], 0.5)
@@ -501,15 +526,17 @@ def _copy_to_fd(channel: paramiko.Channel, fd: int, stop: threading.Event) -> No
                 continue
             data = channel.recv(_CHUNK)
             if not data:
+                if not stop.is_set():
+                    hangup()
                 return
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+def _kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, sig)
 
 
 # ------------------------------------------------------------------------------ SFTP

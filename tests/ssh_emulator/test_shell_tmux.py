@@ -1,0 +1,96 @@
+"""`batchlaunch ssh PARAMS --node ID` with no command: an interactive shell on the node's pty,
+driven in tmux (type with send-keys, read the screen with capture-pane)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import unavailable
+from tests.ssh_emulator.conftest import Cluster
+
+pytestmark = pytest.mark.emulator
+
+
+class Tmux:
+    def __init__(self, sock: Path) -> None:
+        self.sock = sock
+
+    def __call__(self, *args: str) -> str:
+        return subprocess.run(
+            ["tmux", "-S", str(self.sock), "-f", "/dev/null", *args],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+
+    def screen(self) -> str:
+        return self("capture-pane", "-p", "-t", "t")
+
+    def wait_for(self, pattern: str, timeout: float = 15) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.screen()
+            if re.search(pattern, text, re.M):
+                return text
+            time.sleep(0.1)
+        raise AssertionError(f"{pattern!r} never appeared on screen:\n{self.screen()}")
+
+    def type(self, text: str) -> None:
+        self("send-keys", "-t", "t", "-l", text)
+        self("send-keys", "-t", "t", "Enter")
+
+
+@pytest.fixture
+def tmux(tmp_path: Path) -> Iterator[Tmux]:
+    if shutil.which("tmux") is None:
+        unavailable("tmux not installed (apt-get install tmux)")
+    t = Tmux(tmp_path / "tmux.sock")
+    yield t
+    subprocess.run(["tmux", "-S", str(t.sock), "kill-server"], capture_output=True)
+
+
+def test_interactive_shell_on_a_node(cluster: Cluster, tmux: Tmux, tmp_path: Path) -> None:
+    node = cluster.node_ids[0]
+    status = tmp_path / "status"
+    env = cluster.env()
+    assigns = " ".join(
+        f"{k}={shlex.quote(env[k])}"
+        for k in ("BATCHLAUNCH_HOME", "AZURE_BATCH_ACCESS_KEY", "PYTHONPATH", "PATH")
+    )
+    argv = shlex.join(cluster.command("ssh", str(cluster.params), "--node", node))
+    cmd = f"env {assigns} TERM=xterm {argv}; echo $? > {shlex.quote(str(status))}; sleep 60"
+    tmux("new-session", "-d", "-s", "t", "-x", "200", "-y", "30", cmd)
+    tmux("set-option", "-g", "status", "off")
+    tmux.wait_for(rf"@{re.escape(node)}:{re.escape(node)}[#$] *$")  # prompt: user@node:dir
+
+    tmux.type("echo hi-$((6*7)) $AZ_BATCH_POOL_ID")
+    tmux.wait_for(rf"^hi-42 {re.escape(cluster.pool_id)}\s*$")
+    tmux.type("tty; stty size")
+    screen = tmux.wait_for(r"^30 200\s*$")
+    assert re.search(r"^/dev/pts/\d+\s*$", screen, re.M)  # a real pty on the node side
+
+    tmux("resize-window", "-t", "t", "-x", "220", "-y", "40")  # window change reaches the node
+    time.sleep(0.5)
+    tmux.type("clear; stty size")
+    tmux.wait_for(r"^40 220\s*$")
+
+    tmux.type("sleep 30; echo not-interrupted")  # Ctrl-C reaches the remote command
+    time.sleep(0.5)
+    tmux("send-keys", "-t", "t", "C-c")
+    tmux.type("echo after-$((1+1))")
+    screen = tmux.wait_for(r"^after-2\s*$", timeout=10)
+    assert "not-interrupted" not in screen.replace("echo not-interrupted", "")
+
+    tmux.type("exit 7")
+    deadline = time.monotonic() + 15
+    while not (status.exists() and status.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert status.read_text().strip() == "7"  # the remote shell's exit status
