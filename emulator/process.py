@@ -13,6 +13,7 @@ import os
 import shlex
 import signal
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,20 +54,34 @@ def split(command_line: str) -> list[str]:
     return argv
 
 
-def start(
+def make_dirs(task_dir: Path, wd: Path) -> None:
+    """The task dir and its wd, in two syscalls when the parents exist (the common case)."""
+    try:
+        os.mkdir(task_dir)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        os.makedirs(task_dir, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(wd)
+
+
+def spawn(
     command_line: str,
     cwd: Path,
     env: dict[str, str],
     stdout: Path,
     stderr: Path,
-    timeout: float | None,
-) -> Running:
-    """Exec `command_line` (split like a POSIX shell would, but without one)."""
+    prepare: Callable[[], None] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Blocking part of a launch (directories, log files, fork/exec): runs on a worker thread,
+    where these syscalls release the GIL and overlap across cores."""
     argv = split(command_line)
-    loop = asyncio.get_running_loop()
+    if prepare is not None:
+        prepare()
     with open(stdout, "ab") as out, open(stderr, "ab") as err:
         try:
-            proc = subprocess.Popen(
+            return subprocess.Popen(
                 argv,
                 cwd=cwd,
                 env=env,
@@ -87,6 +102,11 @@ def start(
             ) from None
         except OSError as exc:
             raise LaunchError("CommandLaunchFailed", f"cannot start {argv[0]}: {exc}") from None
+
+
+def watch(proc: subprocess.Popen[bytes], timeout: float | None) -> Running:
+    """Observe `proc`'s exit through a pidfd on the running loop (no thread, no polling)."""
+    loop = asyncio.get_running_loop()
     done: asyncio.Future[int] = loop.create_future()
     running = Running(proc, done)
     pidfd = os.pidfd_open(proc.pid)

@@ -14,6 +14,9 @@ import logging
 import os
 import random
 import shutil
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,7 @@ from emulator.catalog import node_agents
 from emulator.config import Settings
 from emulator.errors import BatchError, invalid, missing
 from emulator.model import Job, Node, Pool, Task
+from emulator.scaling import AutoScaler, check_formula, check_interval
 from emulator.store import Store
 from emulator.util import INFINITE, etag, iso, seconds
 
@@ -93,8 +97,11 @@ class Service:
         self._closing = False
         self._background: set[asyncio.Task[Any]] = set()
         self._flusher: asyncio.Task[None] | None = None
-        self._autoscale_timers: dict[str, asyncio.TimerHandle] = {}
+        self.scaler = AutoScaler(self)
         self.procs: set[process.Running] = set()
+        self._env_cache: dict[int, tuple[Node, dict[str, str]]] = {}
+        # fork/exec and file creation block; a few threads overlap them across cores.
+        self.spawner = ThreadPoolExecutor(max_workers=8, thread_name_prefix="spawn")
 
     # ------------------------------------------------------------------ lifecycle
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
@@ -115,9 +122,7 @@ class Service:
         """Load durable state (requeueing interrupted tasks) and start the flusher."""
         self._load()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
-        for pool in self.pools.values():
-            if pool.data.get("enableAutoScale"):
-                self._arm_autoscale(pool)
+        self.scaler.start()
         self.kick()
 
     async def stop(self) -> None:
@@ -125,8 +130,7 @@ class Service:
         self._closing = True
         for running in list(self.procs):
             running.kill("shutdown")
-        for timer in self._autoscale_timers.values():
-            timer.cancel()
+        self.scaler.stop()
         if self._flusher:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -270,8 +274,9 @@ class Service:
             raise missing("virtualMachineConfiguration.nodeAgentSKUId")
         if agent.lower() not in {a.lower() for a in node_agents()}:
             raise invalid("nodeAgentSKUId", f"{agent!r} is not a supported node agent SKU")
-        if body.get("enableAutoScale") and not body.get("autoScaleFormula"):
-            raise missing("autoScaleFormula")
+        if body.get("enableAutoScale"):
+            check_formula(body.get("autoScaleFormula"))
+            check_interval(body.get("autoScaleEvaluationInterval"))
         slots = body.get("taskSlotsPerNode", 1)
         if not isinstance(slots, int) or slots < 1 or slots > 256:
             raise invalid("taskSlotsPerNode", "must be an integer from 1 to 256")
@@ -297,13 +302,13 @@ class Service:
             data.setdefault("autoScaleEvaluationInterval", "PT15M")
             data["targetDedicatedNodes"] = 0
             data["targetLowPriorityNodes"] = 0
-            self._autoscale_now(pool)
-            self._arm_autoscale(pool)
+            self.scaler.run(pool)
+            self.scaler.arm(pool)
         else:
             data.setdefault("targetDedicatedNodes", 0)
             data.setdefault("targetLowPriorityNodes", 0)
         self._mark_pool(pool)
-        self._start_allocation(pool)
+        self.start_allocation(pool)
         return pool
 
     def _active_pool(self, pool_id: str) -> Pool:
@@ -318,9 +323,7 @@ class Service:
         pool.data["allocationState"] = "resizing"
         _touch(pool.data)
         self._mark_pool(pool)
-        timer = self._autoscale_timers.pop(pool.id, None)
-        if timer:
-            timer.cancel()
+        self.scaler.forget(pool.id)
         for node in list(pool.nodes.values()):
             self._evict_tasks(node, "requeue")
             node.generation += 1
@@ -371,7 +374,7 @@ class Service:
                 pool.data[key] = value
         if body.get("resizeTimeout"):
             pool.data["resizeTimeout"] = body["resizeTimeout"]
-        self._start_allocation(pool, str(body.get("nodeDeallocationOption") or "requeue").lower())
+        self.start_allocation(pool, str(body.get("nodeDeallocationOption") or "requeue").lower())
 
     def stop_resize(self, pool_id: str) -> None:
         pool = self._active_pool(pool_id)
@@ -381,7 +384,7 @@ class Service:
         _touch(pool.data)
         self._mark_pool(pool)
 
-    def _start_allocation(self, pool: Pool, dealloc: str = "requeue") -> None:
+    def start_allocation(self, pool: Pool, dealloc: str = "requeue") -> None:
         pool.data["allocationState"] = "resizing"
         pool.data["allocationStateTransitionTime"] = iso()
         _touch(pool.data)
@@ -524,145 +527,46 @@ class Service:
             self._refresh_pool_counts(pool)
 
     # ------------------------------------------------------------------ autoscale
-    def _autoscale_module(self) -> Any:
-        try:
-            import emulator.autoscale as module
-        except ImportError:
-            raise BatchError("AutoScaleNotSupported") from None
-        if not hasattr(module, "evaluate_formula"):
-            raise BatchError("AutoScaleNotSupported")
-        return module
-
-    def autoscale_inputs(self, pool: Pool) -> dict[str, Any]:
-        """The service-defined variables a formula may read, from the live counters."""
-        active = running = succeeded = failed = 0
-        for job in self.jobs_by_pool.get(pool.id, ()):
-            active += job.counts["active"]
-            running += job.counts["running"]
-            succeeded += job.counts["succeeded"]
-            failed += job.counts["failed"]
-        return {
-            "ActiveTasks": active,
-            "RunningTasks": running,
-            "PendingTasks": active + running,
-            "SucceededTasks": succeeded,
-            "FailedTasks": failed,
-            "CurrentDedicatedNodes": pool.data.get("currentDedicatedNodes", 0),
-            "CurrentLowPriorityNodes": pool.data.get("currentLowPriorityNodes", 0),
-            "TargetDedicatedNodes": pool.data.get("targetDedicatedNodes", 0),
-            "TargetLowPriorityNodes": pool.data.get("targetLowPriorityNodes", 0),
-            "TaskSlotsPerNode": pool.slots_per_node,
-            "PreemptedNodeCount": sum(1 for n in pool.nodes.values() if n.state == "preempted"),
-        }
-
-    def _evaluate(self, pool: Pool, formula: str) -> dict[str, Any]:
-        module = self._autoscale_module()
-        try:
-            result = module.evaluate_formula(formula, self.autoscale_inputs(pool))
-        except Exception as exc:
-            return {
-                "timestamp": iso(),
-                "error": {
-                    "code": "AutoScalingFormulaSyntaxError"
-                    if isinstance(exc, SyntaxError)
-                    else "AutoScalingFormulaError",
-                    "message": str(exc),
-                },
-            }
-        if isinstance(result, dict):
-            values = result
-            text = ";".join(f"${k.lstrip('$')}={v}" for k, v in values.items())
-        else:
-            values = getattr(result, "values", {})
-            text = getattr(result, "results", None) or ";".join(
-                f"${k.lstrip('$')}={v}" for k, v in values.items()
-            )
-        out: dict[str, Any] = {"timestamp": iso(), "results": text, "_values": values}
-        error = getattr(result, "error", None)
-        if error:
-            out["error"] = {"code": "AutoScalingFormulaError", "message": str(error)}
-        return out
-
     def evaluate_autoscale(self, pool_id: str, formula: str) -> dict[str, Any]:
         pool = self._active_pool(pool_id)
         if not pool.data.get("enableAutoScale"):
             raise BatchError("AutoScaleNotEnabled")
-        run = self._evaluate(pool, formula)
-        run.pop("_values", None)
-        return run
+        check_formula(formula)
+        result: dict[str, Any] = self.scaler.evaluate(pool, formula).to_dict()
+        return result
 
     def enable_autoscale(self, pool_id: str, body: dict[str, Any]) -> None:
         pool = self._active_pool(pool_id)
-        self._autoscale_module()
-        formula = body.get("autoScaleFormula") or pool.data.get("autoScaleFormula")
-        if not formula:
-            raise missing("autoScaleFormula")
-        interval = (
-            body.get("autoScaleEvaluationInterval")
-            or pool.data.get("autoScaleEvaluationInterval")
-            or "PT15M"
+        formula = check_formula(body.get("autoScaleFormula") or pool.data.get("autoScaleFormula"))
+        interval = check_interval(
+            body.get("autoScaleEvaluationInterval") or pool.data.get("autoScaleEvaluationInterval")
         )
-        try:
-            secs = seconds(interval)
-        except ValueError:
-            raise invalid("autoScaleEvaluationInterval", "not an ISO 8601 duration") from None
-        if secs is None or secs < 300 or secs > 168 * 3600:
-            raise invalid("autoScaleEvaluationInterval", "must be between 5 minutes and 168 hours")
         pool.data.update(
             enableAutoScale=True, autoScaleFormula=formula, autoScaleEvaluationInterval=interval
         )
-        self._autoscale_now(pool)
-        self._arm_autoscale(pool)
+        self.scaler.run(pool)
+        self.scaler.arm(pool)
 
     def disable_autoscale(self, pool_id: str) -> None:
         pool = self._active_pool(pool_id)
         pool.data["enableAutoScale"] = False
         for key in ("autoScaleFormula", "autoScaleEvaluationInterval", "autoScaleRun"):
             pool.data.pop(key, None)
-        timer = self._autoscale_timers.pop(pool.id, None)
+        timer = self.scaler.timers.pop(pool.id, None)
         if timer:
             timer.cancel()
+        self.pool_changed(pool)
+
+    def pool_changed(self, pool: Pool) -> None:
         _touch(pool.data)
         self._mark_pool(pool)
-
-    def _autoscale_now(self, pool: Pool) -> None:
-        run = self._evaluate(pool, str(pool.data.get("autoScaleFormula", "")))
-        values = run.pop("_values", {}) or {}
-        pool.data["autoScaleRun"] = run
-        if "error" not in run:
-            norm = {str(k).lstrip("$"): v for k, v in values.items()}
-            changed = False
-            for key in ("TargetDedicatedNodes", "TargetLowPriorityNodes"):
-                if key in norm:
-                    value = max(0, int(float(norm[key])))
-                    field = key[0].lower() + key[1:]
-                    changed |= pool.data.get(field) != value
-                    pool.data[field] = value
-            if changed:
-                self._start_allocation(
-                    pool, str(norm.get("NodeDeallocationOption", "requeue")).lower()
-                )
-        _touch(pool.data)
-        self._mark_pool(pool)
-
-    def _arm_autoscale(self, pool: Pool) -> None:
-        old = self._autoscale_timers.pop(pool.id, None)
-        if old:
-            old.cancel()
-        interval = seconds(str(pool.data.get("autoScaleEvaluationInterval") or "PT15M")) or 900.0
-
-        def fire() -> None:
-            if self.pools.get(pool.id) is pool and pool.data.get("enableAutoScale"):
-                with contextlib.suppress(BatchError):
-                    self._autoscale_now(pool)
-                self._arm_autoscale(pool)
-
-        self._autoscale_timers[pool.id] = asyncio.get_running_loop().call_later(
-            self.delay(interval), fire
-        )
 
     # ------------------------------------------------------------------ nodes
     def _node_env(self, node: Node) -> dict[str, str]:
+        """The node-wide AZ_BATCH_* environment (a fresh copy; built once per node)."""
+        cached = self._env_cache.get(id(node))
+        if cached is not None and cached[0] is node:
+            return dict(cached[1])
         env = {k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ}
         root = node.root
         env.update(
@@ -679,7 +583,8 @@ class Service:
                 "AZ_BATCH_CERTIFICATES_DIR": str(root / "certs"),
             }
         )
-        return env
+        self._env_cache[id(node)] = (node, env)
+        return dict(env)
 
     def _set_node_state(self, node: Node, state: str) -> None:
         if node.state != state:
@@ -718,7 +623,7 @@ class Service:
     async def _run_start_task(self, node: Node, generation: int, spec: dict[str, Any]) -> bool:
         startup = node.root / "startup"
         wd = startup / "wd"
-        wd.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(wd.mkdir, parents=True, exist_ok=True)
         env = self._node_env(node)
         env["AZ_BATCH_TASK_DIR"] = str(startup)
         env["AZ_BATCH_TASK_WORKING_DIR"] = str(wd)
@@ -737,7 +642,7 @@ class Service:
                     failure = ("usererror", exc.code, exc.message)
             if failure is None:
                 try:
-                    running = process.start(
+                    running = await self._launch(
                         spec["commandLine"],
                         wd,
                         env,
@@ -745,9 +650,7 @@ class Service:
                         startup / "stderr.txt",
                         None,
                     )
-                    self.procs.add(running)
                     code = await running.done
-                    self.procs.discard(running)
                 except process.LaunchError as exc:
                     failure = ("usererror", exc.code, exc.message)
             if node.generation != generation:
@@ -1404,10 +1307,30 @@ class Service:
             if task.token == token and task.state == "running":
                 self._finish_task(task, None, ("servererror", "EmulatorError", str(exc)), "run")
 
+    async def _launch(
+        self,
+        command_line: str,
+        cwd: Path,
+        env: dict[str, str],
+        stdout: Path,
+        stderr: Path,
+        timeout: float | None,
+        prepare: Callable[[], None] | None = None,
+    ) -> process.Running:
+        """Spawn on a worker thread, then watch the exit from the loop."""
+        loop = asyncio.get_running_loop()
+        proc = await loop.run_in_executor(
+            self.spawner, process.spawn, command_line, cwd, env, stdout, stderr, prepare
+        )
+        running = process.watch(proc, timeout)
+        self.procs.add(running)
+        running.done.add_done_callback(lambda _f: self.procs.discard(running))
+        return running
+
     async def _run_task(self, task: Task, node: Node, token: int, task_dir: Path) -> None:
         job = task.job
         wd = task_dir / "wd"
-        wd.mkdir(parents=True, exist_ok=True)
+        dirs_made = False
         env = self._node_env(node)
         env.update(
             {
@@ -1426,8 +1349,9 @@ class Service:
         code: int | None = None
         timed_out = False
         if task.data.get("resourceFiles"):
+            dirs_made = True
             try:
-                await asyncio.to_thread(files.download, task.data["resourceFiles"], wd)
+                await asyncio.to_thread(_download, task_dir, wd, task.data["resourceFiles"])
             except files.TransferError as exc:
                 failure, stage = ("usererror", exc.code, exc.message), "preprocessing"
             except Exception as exc:
@@ -1440,21 +1364,25 @@ class Service:
         if failure is None:
             limit = seconds(str((task.data.get("constraints") or {}).get("maxWallClockTime") or ""))
             try:
-                running = process.start(
+                running = await self._launch(
                     task.data["commandLine"],
                     wd,
                     env,
                     task_dir / "stdout.txt",
                     task_dir / "stderr.txt",
                     limit,
+                    None if dirs_made else partial(process.make_dirs, task_dir, wd),
                 )
             except process.LaunchError as exc:
+                if task.token != token:
+                    return
                 failure = ("usererror", exc.code, exc.message)
             else:
+                if task.token != token:
+                    running.kill("abandoned")
+                    return
                 task.running = running
-                self.procs.add(running)
                 code = await running.done
-                self.procs.discard(running)
                 task.running = None
                 if task.token != token:
                     return
@@ -1610,6 +1538,11 @@ class Service:
             and job.counts["completed"] == len(job.tasks)
         ):
             self._complete_job(job, "AllTasksComplete")
+
+
+def _download(task_dir: Path, wd: Path, resource_files: list[dict[str, Any]]) -> None:
+    process.make_dirs(task_dir, wd)
+    files.download(resource_files, wd)
 
 
 def _write_lines(path: Path, lines: list[str]) -> None:

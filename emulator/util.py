@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from datetime import UTC, datetime, timedelta
@@ -33,10 +34,8 @@ def etag() -> str:
     return f"0x8DC{next(_etags):013X}"
 
 
-def seconds(duration: str | None, default: float | None = None) -> float | None:
-    """An ISO 8601 duration in seconds; None for Batch's "infinite" or an absent value."""
-    if not duration:
-        return default
+@functools.lru_cache(maxsize=1024)
+def _parse_seconds(duration: str) -> float | None:
     try:
         value = isodate.parse_duration(duration)
     except (isodate.ISO8601Error, ValueError, OverflowError):
@@ -45,3 +44,10 @@ def seconds(duration: str | None, default: float | None = None) -> float | None:
         value = value.totimedelta(start=datetime(2000, 1, 1))
     total = value.total_seconds()
     return None if total >= 10**11 else total
+
+
+def seconds(duration: str | None, default: float | None = None) -> float | None:
+    """An ISO 8601 duration in seconds; None for Batch's "infinite" or an absent value."""
+    if not duration:
+        return default
+    return _parse_seconds(duration)
