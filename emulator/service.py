@@ -27,7 +27,7 @@ from emulator.errors import BatchError, invalid, missing
 from emulator.model import Job, Node, Pool, Task
 from emulator.scaling import AutoScaler, check_formula, check_interval
 from emulator.store import Store
-from emulator.util import INFINITE, etag, iso, seconds
+from emulator.util import INFINITE, etag, iso, now, parse_iso, seconds
 
 log = logging.getLogger("emulator")
 
@@ -212,6 +212,7 @@ class Service:
                 if entry is not None and entry.state == "active":
                     self._register_dependencies(entry)
         for job in self.jobs.values():
+            self._arm_job_deadline(job)
             if job.state == "deleting":
                 self._spawn(self._finish_job_delete(job))
             elif job.state == "terminating":
@@ -488,6 +489,8 @@ class Service:
 
     async def _drop_node(self, node: Node) -> None:
         await asyncio.sleep(self.delay(DELETE_DELAY))
+        while node.running:  # nodeDeallocationOption taskcompletion: let running tasks end
+            await asyncio.sleep(0.05)
         pool = node.pool
         if pool.nodes.get(node.id) is node:
             del pool.nodes[node.id]
@@ -829,7 +832,25 @@ class Service:
         self.jobs[job_id] = job
         self.jobs_by_pool.setdefault(job.pool_id, set()).add(job)
         self._mark_job(job)
+        self._arm_job_deadline(job)
         return job
+
+    def _arm_job_deadline(self, job: Job) -> None:
+        """Job constraints.maxWallClockTime: the job is terminated when it runs out."""
+        try:
+            limit = seconds(str((job.data.get("constraints") or {}).get("maxWallClockTime") or ""))
+        except ValueError:
+            return
+        if limit is None:
+            return
+        started = parse_iso(str(job.data.get("creationTime")))
+        remaining = limit - (now() - started).total_seconds()
+
+        def expire() -> None:
+            if self.jobs.get(job.id) is job and job.state in ("active", "disabled", "disabling"):
+                self._complete_job(job, "MaxWallClockTimeExpiry")
+
+        asyncio.get_running_loop().call_later(max(0.0, remaining), expire)
 
     def _mutable_job(self, job_id: str) -> Job:
         job = self.job(job_id)
@@ -1282,12 +1303,14 @@ class Service:
         }
         self._transition(task, "running")
         if task.data.get("containerSettings"):
+            # No container engine here: the command runs on the host; the requested image is
+            # recorded on the node (container-images.txt) and in containerInfo.
+            image = str(task.data["containerSettings"].get("imageName", ""))
             task.data["executionInfo"]["containerInfo"] = {
                 "containerId": f"{job.id}_{task.id}",
                 "state": "running",
-                "error": "emulator: ran on the host; image "
-                f"{task.data['containerSettings'].get('imageName', '')!r} was not pulled",
             }
+            self._spawn(asyncio.to_thread(_record_image, node.root, job.id, task.id, image))
         token = task.token
         self._spawn(self._guard(task, token, self._run_task(task, node, token, task_dir)))
         if node.preempt_armed:
@@ -1457,6 +1480,8 @@ class Service:
         info["endTime"] = iso()
         if code is not None:
             info["exitCode"] = code
+        if "containerInfo" in info:
+            info["containerInfo"]["state"] = "exited"
         if node is not None:
             node.data["totalTasksRun"] = node.data.get("totalTasksRun", 0) + 1
             if failure is None and code == 0:
@@ -1543,6 +1568,11 @@ class Service:
 def _download(task_dir: Path, wd: Path, resource_files: list[dict[str, Any]]) -> None:
     process.make_dirs(task_dir, wd)
     files.download(resource_files, wd)
+
+
+def _record_image(root: Path, job_id: str, task_id: str, image: str) -> None:
+    with open(root / "container-images.txt", "a") as handle:
+        handle.write(f"{iso()} {job_id}/{task_id} {image}\n")
 
 
 def _write_lines(path: Path, lines: list[str]) -> None:

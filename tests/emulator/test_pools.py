@@ -162,3 +162,21 @@ def test_supported_images_and_usage(batch_client: Any) -> None:
     assert linux and all(i.os_type == "linux" for i in linux)
     assert len(linux) < len(images)
     assert list(batch_client.list_pool_usage_metrics()) == []
+
+
+def test_remove_node_with_task_completion_lets_the_task_finish(batch_client: Any) -> None:
+    from tests.emulator.helpers import make_job, task, wait_task
+
+    pool_id = make_pool(batch_client, nodes=1)
+    job_id = make_job(batch_client, pool_id)
+    batch_client.create_task(job_id, task("finishing", "sleep 1"))
+    node_id = wait_task(batch_client, job_id, "finishing", "running").node_info.node_id
+    batch_client.begin_remove_nodes(
+        pool_id,
+        m.BatchNodeRemoveOptions(node_ids=[node_id], node_deallocation_option="taskcompletion"),
+        polling_interval=0.05,
+    ).result()
+    done = wait_task(batch_client, job_id, "finishing")
+    assert done.execution_info.result == "success"
+    assert done.execution_info.requeue_count == 0
+    wait_nodes(batch_client, pool_id, 0)

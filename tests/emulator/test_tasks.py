@@ -377,3 +377,42 @@ def test_task_files(batch_client: Any, pool: str) -> None:
     batch_client.delete_task_file(job_id, "files", name)
     with pytest.raises(ResourceNotFoundError):
         batch_client.get_task_file_properties(job_id, "files", name)
+
+
+def test_job_priority_orders_scheduling(batch_client: Any) -> None:
+    pool_id = make_pool(batch_client, nodes=1, slots=1)
+    blocker = make_job(batch_client, pool_id)
+    batch_client.create_task(blocker, task("hold", "sleep 0.5"))
+    wait_task(batch_client, blocker, "hold", "running")
+    low = make_job(batch_client, pool_id, priority=-10)
+    high = make_job(batch_client, pool_id, priority=100)
+    batch_client.create_task(low, task("low", "true"))
+    batch_client.create_task(high, task("high", "true"))
+    first = wait_task(batch_client, low, "low")
+    second = wait_task(batch_client, high, "high")
+    assert second.execution_info.end_time <= first.execution_info.start_time
+
+
+def test_job_max_wall_clock_time_and_container_settings(batch_client: Any, pool: str) -> None:
+    job_id = make_job(
+        batch_client,
+        pool,
+        constraints=m.BatchJobConstraints(max_wall_clock_time=datetime.timedelta(seconds=1)),
+    )
+    batch_client.create_task(
+        job_id,
+        task(
+            "boxed",
+            "sleep 20",
+            container_settings=m.BatchTaskContainerSettings(image_name="python:3.11-slim"),
+        ),
+    )
+    running = wait_task(batch_client, job_id, "boxed", "running")
+    assert running.execution_info.container_info.state == "running"
+    job = wait_for(lambda: batch_client.get_job(job_id), lambda j: j.state == "completed", 10)
+    assert job.execution_info.termination_reason == "MaxWallClockTimeExpiry"
+    done = wait_task(batch_client, job_id, "boxed")
+    assert done.execution_info.failure_info.code == "TaskEnded"
+    node = done.node_info.node_id
+    images = b"".join(batch_client.download_node_file(pool, node, "container-images.txt")).decode()
+    assert f"{job_id}/boxed python:3.11-slim" in images
