@@ -106,3 +106,16 @@ def test_put_then_get_files_and_trees(cluster: Cluster, tmp_path: Path) -> None:
     )
     assert missing.returncode == 2
     assert "/shared/nope: no such file or directory" in missing.stderr
+
+
+def test_forget_host_key(cluster: Cluster) -> None:
+    from launcher.ssh import HostKeyStore
+
+    node = cluster.node_ids[0]
+    assert cluster.cli("ssh", str(cluster.params), "--node", node, "--", "true").returncode == 0
+    store = HostKeyStore()
+    assert any(e.host_id == f"{cluster.pool_id}/{node}" for e in store.entries())
+    done = cluster.cli("ssh", str(cluster.params), "--node", node, "--forget-host-key")
+    assert done.returncode == 0, done.stderr
+    assert f"forgot 1 host key(s) of node {cluster.pool_id}/{node}" in done.stderr
+    assert not any(e.host_id == f"{cluster.pool_id}/{node}" for e in store.entries())
