@@ -152,11 +152,14 @@ class Service:
         return bool(self.procs) or any(j.ready for j in self.jobs.values() if j.state == "active")
 
     def _load(self) -> None:
+        pools = []
         for _key, body in self.store.load("pool"):
             pool = Pool(body["data"], body["seq"])
             pool.node_serial = body.get("node_serial", 0)
-            self.pools[pool.id] = pool
+            pools.append(pool)
             self.seq = max(self.seq, pool.seq)
+        for pool in sorted(pools, key=lambda p: p.seq):
+            self.pools[pool.id] = pool
         for key, body in self.store.load("node"):
             pool_id = key.split("/", 1)[0]
             owner = self.pools.get(pool_id)

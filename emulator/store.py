@@ -30,6 +30,8 @@ class Store:
         )
         self._dirty: dict[tuple[str, str], Callable[[], dict[str, Any]] | None] = {}
         self._write_lock = threading.Lock()
+        # Rows taken but not yet committed: a cancelled background write must not lose them.
+        self._unwritten: list[list[tuple[str, str, str | None]]] = []
 
     def mark(self, kind: str, key: str, snapshot: Callable[[], dict[str, Any]]) -> None:
         """Remember that `key` changed; `snapshot()` is called at flush time."""
@@ -49,6 +51,7 @@ class Store:
             rows.append(
                 (kind, key, None if snap is None else json.dumps(snap(), separators=(",", ":")))
             )
+        self._unwritten.append(rows)
         return rows
 
     def write(self, rows: list[tuple[str, str, str | None]]) -> None:
@@ -70,9 +73,18 @@ class Store:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            self._unwritten = [batch for batch in self._unwritten if batch is not rows]
 
     def flush(self) -> None:
-        self.write(self.take())
+        """Write everything not yet committed, oldest first, in one transaction."""
+        self.take()
+        with self._write_lock:
+            batches, self._unwritten = self._unwritten, []
+        latest: dict[tuple[str, str], tuple[str, str, str | None]] = {}
+        for batch in batches:
+            for row in batch:
+                latest[(row[0], row[1])] = row
+        self.write(list(latest.values()))
 
     def load(self, kind: str) -> Iterator[tuple[str, dict[str, Any]]]:
         cursor = self._db.execute(
