@@ -202,8 +202,12 @@ def _session(
             where = _put(conns[node], Path(local), remote)
             click.echo(f"{node}: {local} -> {where}", err=True)
         return 0
-    if not cmd:
+    piped = sys.stdin is not None and not sys.stdin.isatty()
+    if not cmd and not piped:
         return exit_code(conns[nodes[0]].shell())
+    if not cmd:  # as ssh(1): no terminal here, so a shell without a pty reads stdin
+        click.echo("ssh: stdin is not a terminal: running a shell without a pty", err=True)
+        cmd = 'exec "${SHELL:-/bin/sh}"'
     if len(nodes) > 1:
         results = run_on_all(conns, cmd, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer)
         failed = {n: r for n, r in results.items() if not r.ok}
@@ -211,7 +215,7 @@ def _session(
             listing = ", ".join(f"{n} (exit {exit_code(r.exit_code)})" for n, r in failed.items())
             click.echo(f"ssh: {len(failed)} of {len(results)} nodes failed: {listing}", err=True)
         return max((exit_code(r.exit_code) for r in failed.values()), default=0)
-    stdin = None if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer
+    stdin = sys.stdin.buffer if piped else None
     out, err = sys.stdout.buffer, sys.stderr.buffer
 
     def write(stream: Any) -> Any:

@@ -119,3 +119,19 @@ def test_forget_host_key(cluster: Cluster) -> None:
     assert done.returncode == 0, done.stderr
     assert f"forgot 1 host key(s) of node {cluster.pool_id}/{node}" in done.stderr
     assert not any(e.host_id == f"{cluster.pool_id}/{node}" for e in store.entries())
+
+
+def test_shell_without_a_terminal_reads_commands_from_stdin(cluster: Cluster) -> None:
+    import subprocess
+
+    done = subprocess.run(
+        cluster.command("ssh", str(cluster.params), "--node", cluster.node_ids[1]),
+        env=cluster.env(),
+        input="echo piped-$AZ_BATCH_NODE_ID\necho to-err >&2\nexit 4\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 4, done.stderr
+    assert done.stdout == f"piped-{cluster.node_ids[1]}\n"
+    assert "to-err" in done.stderr and "not a terminal" in done.stderr
