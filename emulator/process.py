@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import shlex
 import signal
@@ -16,6 +17,8 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from emulator import spawn as fast_spawn
 
 
 class LaunchError(Exception):
@@ -31,7 +34,7 @@ class LaunchError(Exception):
 class Running:
     """A started process; `kill()` ends its whole process group."""
 
-    proc: subprocess.Popen[bytes]
+    pid: int
     done: asyncio.Future[int]
     killed_by: str | None = None
     _timer: asyncio.TimerHandle | None = field(default=None, repr=False)
@@ -41,7 +44,7 @@ class Running:
             return
         self.killed_by = self.killed_by or reason
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            os.killpg(self.pid, signal.SIGKILL)
 
 
 def split(command_line: str) -> list[str]:
@@ -73,15 +76,17 @@ def spawn(
     stdout: Path,
     stderr: Path,
     prepare: Callable[[], None] | None = None,
-) -> subprocess.Popen[bytes]:
+) -> int:
     """Blocking part of a launch (directories, log files, fork/exec): runs on a worker thread,
-    where these syscalls release the GIL and overlap across cores."""
+    where these syscalls release the GIL and overlap across cores. Returns the pid."""
     argv = split(command_line)
     if prepare is not None:
         prepare()
-    with open(stdout, "ab") as out, open(stderr, "ab") as err:
-        try:
-            return subprocess.Popen(
+    try:
+        if fast_spawn.available():
+            return fast_spawn.spawn(argv, cwd, env, stdout, stderr)
+        with open(stdout, "ab") as out, open(stderr, "ab") as err:
+            proc = subprocess.Popen(
                 argv,
                 cwd=cwd,
                 env=env,
@@ -91,35 +96,38 @@ def spawn(
                 close_fds=True,
                 start_new_session=True,
             )
-        except FileNotFoundError:
+            proc.returncode = 0  # reaped by watch(); keep Popen's own bookkeeping out of it
+            return proc.pid
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
             raise LaunchError(
                 "CommandProgramNotFound", f"The specified command program is not found: {argv[0]}"
             ) from None
-        except PermissionError:
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.ENOEXEC):
             raise LaunchError(
                 "CommandProgramNotExecutable",
                 f"The specified command program is not executable: {argv[0]}",
             ) from None
-        except OSError as exc:
-            raise LaunchError("CommandLaunchFailed", f"cannot start {argv[0]}: {exc}") from None
+        raise LaunchError("CommandLaunchFailed", f"cannot start {argv[0]}: {exc}") from None
 
 
-def watch(proc: subprocess.Popen[bytes], timeout: float | None) -> Running:
-    """Observe `proc`'s exit through a pidfd on the running loop (no thread, no polling)."""
+def watch(pid: int, timeout: float | None) -> Running:
+    """Observe the exit of `pid` through a pidfd on the running loop (no thread, no polling)."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[int] = loop.create_future()
-    running = Running(proc, done)
-    pidfd = os.pidfd_open(proc.pid)
+    running = Running(pid, done)
+    pidfd = os.pidfd_open(pid)
 
     def reap() -> None:
         loop.remove_reader(pidfd)
         os.close(pidfd)
-        code = proc.wait()
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
         if running._timer:
             running._timer.cancel()
         # The group may hold orphans (background children): end them with their leader.
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(pid, signal.SIGKILL)
         if not done.done():
             done.set_result(128 - code if code < 0 else code)
 

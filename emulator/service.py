@@ -1345,10 +1345,10 @@ class Service:
     ) -> process.Running:
         """Spawn on a worker thread, then watch the exit from the loop."""
         loop = asyncio.get_running_loop()
-        proc = await loop.run_in_executor(
+        pid = await loop.run_in_executor(
             self.spawner, process.spawn, command_line, cwd, env, stdout, stderr, prepare
         )
-        running = process.watch(proc, timeout)
+        running = process.watch(pid, timeout)
         self.procs.add(running)
         running.done.add_done_callback(lambda _f: self.procs.discard(running))
         return running
