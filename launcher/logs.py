@@ -78,13 +78,33 @@ def _task_errors(job_id: str, task_id: str, fn: Callable[[], int]) -> int:
         raise UserError(f"logs: task {task_id} of run {job_id}: {exc.reason or exc}") from None
 
 
-def print_task_file(batch: Any, job_id: str, task_id: str, name: str, write: Write) -> int:
-    """Write the whole file once; the number of bytes."""
+def print_task_file(
+    batch: Any,
+    job_id: str,
+    task_id: str,
+    name: str,
+    write: Write,
+    *,
+    fallback: Callable[[], bytes | None] | None = None,
+) -> int:
+    """Write the whole file once; the number of bytes.
+
+    A completed task whose node no longer has the file (the pool shrank, the node was
+    reimaged) is read through `fallback` (the copy uploaded to storage), if given."""
     file = TaskFile(batch, job_id, task_id, name)
 
     def once() -> int:
         if file.size() is None:
             state = file.state()
+            saved = fallback() if fallback is not None and state == "completed" else None
+            if saved is not None:
+                write(saved)
+                return len(saved)
+            if state == "completed":
+                raise UserError(
+                    f"logs: task {task_id} completed but its node no longer has {name}, "
+                    "and no copy was uploaded to storage"
+                )
             raise UserError(
                 f"logs: task {task_id} has no {name} yet (task is {state}); wait with --follow"
             )

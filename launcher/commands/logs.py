@@ -10,10 +10,14 @@ batchlaunch logs RUN_ID --start-task --node ID   the start task's stdout and std
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from launcher.errors import UserError
+
+if TYPE_CHECKING:
+    from launcher.runs import RunRecord
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -68,7 +72,30 @@ def logs(
 
         follow_task_file(batch, record.job_id, task_id, name, write, poll=poll, notice=notice)
     else:
-        print_task_file(batch, record.job_id, task_id, name, write)
+        print_task_file(
+            batch,
+            record.job_id,
+            task_id,
+            name,
+            write,
+            fallback=lambda: _saved_copy(record, task_id, name),
+        )
+
+
+def _saved_copy(record: RunRecord, task_id: str, name: str) -> bytes | None:
+    """The copy a run uploads to storage when a task ends (`launcher.run` layout:
+    ``PREFIX/TASK_ID/logs/NAME``), for when the node is gone."""
+    import tempfile
+    from pathlib import Path
+
+    from launcher.run import LOGS_DIR
+
+    store = record.client().store
+    blob = f"{record.storage_prefix}/{task_id}/{LOGS_DIR}/{name}"
+    if not store.exists(blob):
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        return store.download(blob, Path(tmp) / name).read_bytes()
 
 
 def _start_task(batch: object, pool_id: str, node_id: str, only_stderr: bool) -> None:

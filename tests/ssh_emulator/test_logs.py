@@ -144,3 +144,25 @@ def test_start_task_failure_shows_the_failing_step(cluster: Cluster, tmp_path: P
     finally:
         cluster.client.begin_delete_pool(pool_id, polling_interval=0.1).result()
         time.sleep(0)
+
+
+def test_logs_of_a_completed_task_whose_file_is_gone(cluster: Cluster, tmp_path: Path) -> None:
+    """The node no longer has the file (here: deleted through the file API): the copy the run
+    uploaded to storage is printed instead, and without one the error says so."""
+    job_id = cluster.job("gone")
+    saved = cluster.record(job_id, tmp_path / "out")
+    _add_task(cluster, job_id, "t1", "echo from-the-node")
+    cluster.wait_task(job_id, "t1")
+    assert cluster.cli("logs", job_id, "t1").stdout == "from-the-node\n"
+    cluster.client.delete_task_file(job_id, "t1", "stdout.txt")
+
+    missing = cluster.cli("logs", job_id, "t1")
+    assert missing.returncode == 2
+    assert "no longer has stdout.txt, and no copy was uploaded" in missing.stderr
+
+    saved.client().store.upload_bytes(
+        b"from-storage\n", f"{saved.storage_prefix}/t1/logs/stdout.txt"
+    )
+    copy = cluster.cli("logs", job_id, "t1")
+    assert copy.returncode == 0, copy.stderr
+    assert copy.stdout == "from-storage\n"
