@@ -71,3 +71,9 @@ def test_collect_200_files_over_sftp(cluster: Cluster, tmp_path: Path) -> None:
     again = collect_via_ssh(record, out_dir, progress=False)
     assert (again.files, again.skipped) == (1, got.files - 1)
     assert hashlib.sha256(victim.read_bytes()).hexdigest() == digest
+
+    # the same through `batchlaunch collect RUN_ID --via ssh`
+    victim.unlink()
+    cli = cluster.cli("collect", job_id, "--via", "ssh", "--out", str(out_dir))
+    assert cli.returncode == 0, cli.stderr
+    assert hashlib.sha256(victim.read_bytes()).hexdigest() == digest
