@@ -690,7 +690,7 @@ def _file_props(path: Path) -> dict[str, Any]:
     props: dict[str, Any] = {
         "creationTime": iso(created),
         "lastModified": iso(modified),
-        "contentLength": 0 if path.is_dir() else st.st_size,
+        "contentLength": str(0 if path.is_dir() else st.st_size),
         "fileMode": f"{st.st_mode:o}",
     }
     if not path.is_dir():

@@ -276,8 +276,17 @@ class Service:
         agent = vmc.get("nodeAgentSKUId")
         if not agent:
             raise missing("virtualMachineConfiguration.nodeAgentSKUId")
-        if agent.lower() not in {a.lower() for a in node_agents()}:
+        known = {a.lower() for a in node_agents()}
+        if agent.lower() not in known and not agent.lower().startswith("batch.node."):
             raise invalid("nodeAgentSKUId", f"{agent!r} is not a supported node agent SKU")
+        for key in ("targetDedicatedNodes", "targetLowPriorityNodes"):
+            value = body.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise invalid(key, "must be a non-negative integer")
+            if body.get("enableAutoScale"):
+                raise invalid(key, "cannot be set when enableAutoScale is true")
         if body.get("enableAutoScale"):
             check_formula(body.get("autoScaleFormula"))
             check_interval(body.get("autoScaleEvaluationInterval"))

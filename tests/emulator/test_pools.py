@@ -68,7 +68,7 @@ def test_errors(batch_client: Any) -> None:
                 id=unique("pool"),
                 vm_size="standard_d2s_v3",
                 virtual_machine_configuration=m.VirtualMachineConfiguration(
-                    image_reference=UBUNTU.image_reference, node_agent_sku_id="batch.node.beos 5"
+                    image_reference=UBUNTU.image_reference, node_agent_sku_id="beos.agent 5"
                 ),
             )
         )
