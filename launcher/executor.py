@@ -366,12 +366,24 @@ class BatchExecutor(Executor):
                 self._source_files[key] = self._resource(blob, fn.source.name)
             return self._source_files[key]
 
-    def _prepare(
-        self, fn: Callable[..., Any] | ForeignFunction
-    ) -> tuple[str, list[dict[str, str]], str]:
-        """(language, resource files shared by the tasks, command line) for one function."""
+    def _encode(self, fn: Callable[..., Any] | ForeignFunction) -> tuple[str, bytes | None]:
+        """(language, pickled function or None for R/Julia): everything that can refuse the
+        call (wrong runtime, payload too large) happens here, before anything is sent."""
         if isinstance(fn, ForeignFunction):
             self._check_language(fn.language)
+            return fn.language, None
+        if not callable(fn):
+            raise TypeError(f"expected a callable or r()/julia(), got {type(fn).__name__}")
+        self._check_language("python")
+        return "python", dumps_function(
+            fn, limit=self.function_limit, by_reference=self.by_reference
+        )
+
+    def _prepare(
+        self, fn: Callable[..., Any] | ForeignFunction, payload: bytes | None
+    ) -> tuple[list[dict[str, str]], str]:
+        """(resource files shared by the tasks, command line): uploads what is not there."""
+        if isinstance(fn, ForeignFunction):
             files = [self._runner(fn.language), self._source(fn)]
             command = runners.command_line(
                 fn.language,
@@ -380,11 +392,8 @@ class BatchExecutor(Executor):
                 args_file=envelope.ARGS_JSON,
                 out_file=envelope.RESULT_JSON,
             )
-            return fn.language, files, command
-        if not callable(fn):
-            raise TypeError(f"expected a callable or r()/julia(), got {type(fn).__name__}")
-        self._check_language("python")
-        payload = dumps_function(fn, limit=self.function_limit, by_reference=self.by_reference)
+            return files, command
+        assert payload is not None
         name = envelope.function_file(content_hash(payload))
         blob, uploaded = self._put_cas(payload, name)
         if uploaded:
@@ -397,7 +406,7 @@ class BatchExecutor(Executor):
             args_file=envelope.ARGS_PICKLE,
             out_file=envelope.RESULT_PICKLE,
         )
-        return "python", files, command
+        return files, command
 
     def _args(self, language: str, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> bytes:
         if language == "python":
@@ -429,13 +438,13 @@ class BatchExecutor(Executor):
         language: str,
         files: list[dict[str, str]],
         command: str,
-        calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
+        n_calls: int,
+        payload: bytes,
         options: TaskOptions,
     ) -> _Task:
-        payload = self._args(language, calls)  # PayloadTooLarge here, at submit time
         task_id = f"t{next(self._counter):0{_ID_DIGITS}d}"
         where = self.log_location(task_id)
-        futures = [BatchFuture(task_id, self.job_id, where, i) for i in range(len(calls))]
+        futures = [BatchFuture(task_id, self.job_id, where, i) for i in range(n_calls)]
         for fut in futures:
             fut._executor = self
         return _Task(
@@ -465,9 +474,11 @@ class BatchExecutor(Executor):
     ) -> BatchFuture:
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
+        language, fn_payload = self._encode(fn)
+        payload = self._args(language, [(tuple(args), dict(kwargs))])
         self._start()
-        language, files, command = self._prepare(fn)
-        task = self._new_task(language, files, command, [(tuple(args), dict(kwargs))], options)
+        files, command = self._prepare(fn, fn_payload)
+        task = self._new_task(language, files, command, 1, payload, options)
         self._enqueue([task])
         return task.futures[0]
 
@@ -499,13 +510,14 @@ class BatchExecutor(Executor):
             raise ValueError("chunksize must be >= 1")
         futures: list[BatchFuture] = []
         if items:
+            language, fn_payload = self._encode(fn)  # pickled once for the whole map
+            spans = chunks(len(items), chunksize)
+            payloads = [self._args(language, [(tuple(items[i]), {}) for i in s]) for s in spans]
             self._start()
-            language, files, command = self._prepare(fn)  # pickled and uploaded once
+            files, command = self._prepare(fn, fn_payload)  # uploaded once
             tasks = [
-                self._new_task(
-                    language, files, command, [(tuple(items[i]), {}) for i in span], options
-                )
-                for span in chunks(len(items), chunksize)
+                self._new_task(language, files, command, len(span), payload, options)
+                for span, payload in zip(spans, payloads, strict=True)
             ]
             self._enqueue(tasks)
             futures = [f for t in tasks for f in t.futures]
@@ -580,7 +592,9 @@ class BatchExecutor(Executor):
                 self._outstanding[task.task_id] = task
                 self._buckets.setdefault(_bucket(task.task_id), set()).add(task.task_id)
         try:
-            self.client.add_tasks(self.job_id, specs)
+            # create_tasks pops from the end of the list: reversed, Batch gets (and so
+            # schedules) the tasks in submission order.
+            self.client.add_tasks(self.job_id, specs[::-1])
         except BaseException:
             with self._lock:
                 for task in live:
@@ -641,7 +655,7 @@ class BatchExecutor(Executor):
         nodes = list(
             self.client.batch.list_nodes(self.pool_id, select=["id", "state", "startTaskInfo"])
         )
-        states = {str(n.state).lower().rsplit(".", 1)[-1] for n in nodes}
+        states = {str(getattr(n.state, "value", n.state)).lower() for n in nodes}
         if not nodes or not states <= _BROKEN_NODE_STATES:
             return
         node = nodes[0]

@@ -16,7 +16,6 @@ from launcher.client import Client
 ParamsFactory = Callable[..., Path]
 
 
-
 def node_python(home: Path) -> str:
     """`[runtime]` lines giving the nodes the client's cloudpickle (this machine's python3
     has another version; a real pool gets it from `packages = ["cloudpickle==X"]`, which
@@ -26,7 +25,6 @@ def node_python(home: Path) -> str:
         site.mkdir()
         (site / "cloudpickle").symlink_to(Path(cloudpickle.__file__).parent)
     return f'[runtime.environment]\nPYTHONPATH = "{site}"'
-
 
 
 def write_params(
