@@ -122,6 +122,7 @@ class Task:
         "job",
         "node",
         "pending",
+        "pos",
         "queued",
         "running",
         "seq",
@@ -140,6 +141,7 @@ class Task:
         self.node: Node | None = None
         self.running: Running | None = None
         self.token = 0  # bumped whenever a run is abandoned (requeue, terminate, delete)
+        self.pos = 0  # index in job.order
 
     @property
     def id(self) -> str:

@@ -207,6 +207,7 @@ class Service:
                 _touch(task.data)
                 self._mark_task(task)
             job.tasks[task.id] = task
+            task.pos = len(job.order)
             job.order.append(task)
             job.task_serial = max(job.task_serial, task.seq)
             self._count(job, task, task.state, +1)
@@ -613,8 +614,7 @@ class Service:
         await asyncio.sleep(self.delay(BOOT_DELAY))
         if node.generation != generation:
             return
-        for sub in ("startup/wd", "shared", "fsmounts", "workitems", "certs"):
-            (node.root / sub).mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(_node_dirs, node.root, node.pool.data.get("mountConfiguration"))
         node.data["lastBootTime"] = iso()
         start_task = node.pool.data.get("startTask")
         if not start_task or not start_task.get("commandLine"):
@@ -666,6 +666,8 @@ class Service:
                         None,
                     )
                     code = await running.done
+                    if self._closing:
+                        return False
                 except process.LaunchError as exc:
                     failure = ("usererror", exc.code, exc.message)
             if node.generation != generation:
@@ -1088,6 +1090,7 @@ class Service:
         job.task_serial += 1
         task = Task(job, data, job.task_serial)
         job.tasks[task.id] = task
+        task.pos = len(job.order)
         job.order.append(task)
         self._count(job, task, "active", +1)
         self._mark_task(task)
@@ -1219,7 +1222,7 @@ class Service:
         task.queued = False
         self._count(job, task, task.state, -1)
         del job.tasks[task_id]
-        job.order = [t for t in job.order if t is not task]
+        job.order[task.pos] = None
         self.store.forget("task", f"{job.id}/{task.id}")
         self._check_all_complete(job)
 
@@ -1419,8 +1422,8 @@ class Service:
                 task.running = running
                 code = await running.done
                 task.running = None
-                if task.token != token:
-                    return
+                if task.token != token or self._closing:
+                    return  # shutting down: the task stays running and is requeued on restart
                 timed_out = running.killed_by == "timeout"
                 if timed_out:
                     failure = (
@@ -1580,6 +1583,21 @@ class Service:
 def _download(task_dir: Path, wd: Path, resource_files: list[dict[str, Any]]) -> None:
     process.make_dirs(task_dir, wd)
     files.download(resource_files, wd)
+
+
+def _node_dirs(root: Path, mounts: list[dict[str, Any]] | None) -> None:
+    """Batch's node layout; each mount's relativeMountPath appears (empty) under fsmounts/."""
+    for sub in ("startup/wd", "shared", "fsmounts", "workitems", "certs"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for mount in mounts or []:
+        for config in mount.values():
+            rel = (
+                str((config or {}).get("relativeMountPath") or "")
+                if isinstance(config, dict)
+                else ""
+            )
+            if rel and ".." not in Path(rel).parts and not Path(rel).is_absolute():
+                (root / "fsmounts" / rel).mkdir(parents=True, exist_ok=True)
 
 
 def _record_image(root: Path, job_id: str, task_id: str, image: str) -> None:

@@ -168,3 +168,28 @@ def test_node_scheduling_and_file_properties(batch_client: Any) -> None:
         batch_client.get_node_file_properties(pool_id, node.id, path)
     node = batch_client.get_node(pool_id, node.id)
     assert node.total_tasks_run == 1 and node.total_tasks_succeeded == 1
+
+
+def test_mount_configuration_paths_exist(batch_client: Any) -> None:
+    pool_id = make_pool(
+        batch_client,
+        nodes=1,
+        mount_configuration=[
+            m.MountConfiguration(
+                azure_blob_file_system_configuration=m.AzureBlobFileSystemConfiguration(
+                    account_name="acct",
+                    container_name="inputs",
+                    relative_mount_path="data",
+                    sas_key="sv=x",
+                ),
+            )
+        ],
+    )
+    node = wait_nodes(batch_client, pool_id, 1)[0]
+    top = {f.name for f in batch_client.list_node_files(pool_id, node.id, recursive=True)}
+    assert "fsmounts/data" in top
+    job_id = make_job(batch_client, pool_id)
+    batch_client.create_task(
+        job_id, task("mnt", "/bin/sh -c 'test -d $AZ_BATCH_NODE_MOUNTS_DIR/data'")
+    )
+    assert wait_task(batch_client, job_id, "mnt").execution_info.exit_code == 0
