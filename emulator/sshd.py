@@ -212,13 +212,17 @@ class SshEndpoint:
                 sock, _ = self._sock.accept()
             except OSError:
                 return
-            try:
-                self._serve(sock)
-            except Exception:  # one broken client must not stop the endpoint
-                log.exception("ssh: could not start a session")
-                sock.close()
+            # key exchange blocks: one slow client must not hold up the next one
+            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
 
     def _serve(self, sock: socket.socket) -> None:
+        try:
+            self._negotiate(sock)
+        except Exception as exc:  # a broken client must not stop the endpoint
+            log.info("ssh: could not start a session: %s", exc)
+            sock.close()
+
+    def _negotiate(self, sock: socket.socket) -> None:
         transport = paramiko.Transport(sock)
         transport.add_server_key(self.host_key)
         server = _Server(self, transport)

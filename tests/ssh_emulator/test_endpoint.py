@@ -9,6 +9,7 @@ import base64
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -61,6 +62,20 @@ def test_remote_login_settings_point_at_the_endpoint(cluster: Cluster, user: Use
     assert user.host == "127.0.0.1"
     with socket.create_connection((user.host, user.port), timeout=5) as sock:
         assert sock.recv(64).startswith(b"SSH-2.0-")
+
+
+def test_a_silent_client_does_not_hold_up_others(user: User) -> None:
+    silent = socket.create_connection((user.host, user.port), timeout=5)
+    garbage = socket.create_connection((user.host, user.port), timeout=5)
+    try:
+        garbage.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        started = time.monotonic()
+        with user.connect() as conn:
+            assert conn.run("echo ok").stdout == b"ok\n"
+        assert time.monotonic() - started < 5
+    finally:
+        silent.close()
+        garbage.close()
 
 
 def test_session_runs_in_the_node(cluster: Cluster, user: User) -> None:
