@@ -111,3 +111,32 @@ def test_daemon_is_reused_and_stopped(tmp_path: Path) -> None:
     assert first.pid is not None and not _alive(first.pid)
     assert running_emulator(state) is None
     assert stop_emulator(state) is False
+
+
+def test_idle_timeout_exits_and_removes_the_endpoint_file(tmp_path: Path) -> None:
+    state = tmp_path / "idle"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "emulator",
+            "serve",
+            "--state-dir",
+            str(state),
+            "--idle-timeout",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("BATCH_ENDPOINT=")
+        assert (state / "endpoint.json").exists()
+        assert proc.wait(15) == 0
+        assert not (state / "endpoint.json").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

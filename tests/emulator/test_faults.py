@@ -56,3 +56,32 @@ def test_fault_and_throttle_answers_are_transient_and_seeded(emulator_factory: A
     assert list(patient.list_pools()) == []
     bare.close()
     patient.close()
+
+
+def test_oversized_collection_is_413_and_the_sdk_splits_it(batch_client: Any) -> None:
+    from tests.emulator.helpers import unique
+
+    pool_id = make_pool(batch_client, nodes=0, wait=False)
+    job_id = make_job(batch_client, pool_id)
+    padding = "x" * 20_000
+    big = [
+        m.BatchTaskCreateOptions(id=f"big{i}", command_line=f"echo {padding}") for i in range(100)
+    ]
+    with pytest.raises(HttpResponseError) as exc:
+        batch_client.create_task_collection(job_id, m.BatchTaskGroup(task_values=big))
+    assert exc.value.status_code == 413
+    assert exc.value.error is not None and exc.value.error.code == "RequestBodyTooLarge"
+    result = batch_client.create_tasks(job_id, big, max_concurrency=2)
+    assert sorted(r.task_id for r in result.result_values) == sorted(t.id for t in big)
+    assert batch_client.get_job_task_counts(job_id).task_counts.active == 100
+    dup = batch_client.create_task_collection(
+        job_id,
+        m.BatchTaskGroup(
+            task_values=[
+                m.BatchTaskCreateOptions(id="big0", command_line="true"),
+                m.BatchTaskCreateOptions(id=unique("fresh"), command_line="true"),
+            ]
+        ),
+    )
+    statuses = sorted((r.status, r.error.code if r.error else None) for r in dup.result_values)
+    assert statuses == [("clienterror", "TaskExists"), ("success", None)]
