@@ -6,6 +6,7 @@ exactly what the client signed and task file paths (`wd%2Fout%20dir%2Fx.txt`) de
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -16,14 +17,14 @@ import re
 import stat
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from emulator import auth, odata
@@ -37,6 +38,8 @@ log = logging.getLogger("emulator.api")
 
 MAX_COLLECTION_BYTES = 1024 * 1024
 MAX_COLLECTION_TASKS = 100
+SMALL_FILE = 1 << 20
+CHUNK = 1 << 20
 JSON_TYPE = "application/json;odata=minimalmetadata"
 
 Handler = Callable[["Call"], Awaitable[Response]]
@@ -751,19 +754,44 @@ def file_response(call: Call, root: Path | None, rel: str, base: str, body: bool
             raise BatchError("FileNotFound", "The specified path is a directory.")
         headers["Content-Length"] = "0"
         return Response(status_code=200, headers=headers)
-    data = b""
-    if body:
+    size = st.st_size
+    start, end = 0, size - 1
+    range_header = call.request.headers.get("ocp-range")
+    if body and range_header:
+        start, end = _parse_range(range_header, size)
+    length = max(0, end - start + 1)
+    headers["Content-Length"] = str(length if body else size)
+    if not body:
+        return Response(status_code=200, headers=headers, media_type="application/octet-stream")
+    if length <= SMALL_FILE:
         with open(path, "rb") as handle:
-            data = handle.read()
-        range_header = call.request.headers.get("ocp-range")
-        if range_header:
-            start, end = _parse_range(range_header, len(data))
-            data = data[start : end + 1]
+            handle.seek(start)
+            data = handle.read(length)
         return Response(
             data, status_code=200, headers=headers, media_type="application/octet-stream"
         )
-    headers["Content-Length"] = str(st.st_size)
-    return Response(status_code=200, headers=headers, media_type="application/octet-stream")
+    return StreamingResponse(
+        _chunks(path, start, length),
+        status_code=200,
+        headers=headers,
+        media_type="application/octet-stream",
+    )
+
+
+async def _chunks(path: Path, start: int, length: int) -> AsyncIterator[bytes]:
+    """A large file in 1 MiB reads on a worker thread, so the loop never blocks on it."""
+    handle = await asyncio.to_thread(open, path, "rb")
+    try:
+        await asyncio.to_thread(handle.seek, start)
+        remaining = length
+        while remaining > 0:
+            chunk = await asyncio.to_thread(handle.read, min(CHUNK, remaining))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+            yield chunk
+    finally:
+        handle.close()
 
 
 def delete_file(call: Call, root: Path | None, rel: str) -> Response:

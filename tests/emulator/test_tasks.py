@@ -374,6 +374,16 @@ def test_task_files(batch_client: Any, pool: str) -> None:
     assert part == b"2345"
     props = batch_client.get_task_file_properties(job_id, "files", name)
     assert props.content_length == 10 and props.is_directory is False
+    batch_client.create_task(job_id, task("big", "head -c 3000000 /dev/urandom", required_slots=1))
+    wait_task(batch_client, job_id, "big")
+    whole = b"".join(batch_client.download_task_file(job_id, "big", "stdout.txt"))
+    assert len(whole) == 3_000_000
+    tail = b"".join(
+        batch_client.download_task_file(
+            job_id, "big", "stdout.txt", ocp_range="bytes=1000000-2999999"
+        )
+    )
+    assert tail == whole[1_000_000:]
     batch_client.delete_task_file(job_id, "files", name)
     with pytest.raises(ResourceNotFoundError):
         batch_client.get_task_file_properties(job_id, "files", name)
