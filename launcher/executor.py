@@ -488,7 +488,6 @@ class BatchExecutor(Executor):
         *iterables: Iterable[Any],
         timeout: float | None = None,
         chunksize: int = 1,
-        buffersize: int | None = None,
     ) -> Iterator[Any]:
         """Like `Executor.map`: results in order, the first error raised at its position.
         ``chunksize`` calls run in one task (one args blob, one result envelope)."""
