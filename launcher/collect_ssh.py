@@ -41,7 +41,8 @@ class CollectResult:
     files: int = 0
     bytes: int = 0
     skipped: int = 0
-    missing: list[str] = field(default_factory=list)  # tasks with no node (not run yet)
+    #: tasks whose outputs are not on any node: not run yet, or their node or dir is gone
+    missing: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,15 @@ def _tasks(batch: Any, job_id: str) -> tuple[list[_TaskDir], list[str]]:
             )
         )
     return placed, sorted(missing)
+
+
+def _node_ids(batch: Any, pool_id: str) -> set[str]:
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        return {str(n.id) for n in batch.list_nodes(pool_id, select=["id"])}
+    except ResourceNotFoundError:
+        return set()
 
 
 def _walk(
@@ -170,14 +180,24 @@ def collect_via_ssh(
         by_node.setdefault((task.pool_id, task.node_id), []).append(task)
     pools = sorted({pool for pool, _ in by_node})
     for pool_id in pools:
-        nodes = sorted(node for pool, node in by_node if pool == pool_id)
+        alive = _node_ids(batch, pool_id)
+        nodes = []
+        for where, tasks in sorted(by_node.items()):
+            if where[0] != pool_id:
+                continue
+            if where[1] in alive:
+                nodes.append(where[1])
+            else:  # the node left the pool (autoscale, deletion): its outputs went with it
+                result.missing.extend(t.task_id for t in tasks)
+        if not nodes:
+            continue
         with NodeAccess(batch, pool_id, nodes, max_workers=max_workers) as access:
 
             def plan(node: str, pool_id: str = pool_id) -> tuple[list[Any], int, list[str]]:
                 return _plan(access.connections[node], by_node[(pool_id, node)], target)
 
-            with ThreadPoolExecutor(max(1, min(max_workers, len(nodes)))) as pool:
-                plans = dict(zip(nodes, pool.map(plan, nodes), strict=True))
+            with ThreadPoolExecutor(max(1, min(max_workers, len(nodes)))) as workers:
+                plans = dict(zip(nodes, workers.map(plan, nodes), strict=True))
             for _, skipped, gone in plans.values():
                 result.skipped += skipped
                 result.missing.extend(gone)

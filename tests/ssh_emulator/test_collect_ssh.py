@@ -77,3 +77,35 @@ def test_collect_200_files_over_sftp(cluster: Cluster, tmp_path: Path) -> None:
     cli = cluster.cli("collect", job_id, "--via", "ssh", "--out", str(out_dir))
     assert cli.returncode == 0, cli.stderr
     assert hashlib.sha256(victim.read_bytes()).hexdigest() == digest
+
+
+def test_tasks_that_never_ran_are_reported_missing(cluster: Cluster, tmp_path: Path) -> None:
+    import uuid
+
+    from azure.batch import models
+
+    job_id = f"blocked-{uuid.uuid4().hex[:8]}"
+    cluster.client.create_job(
+        models.BatchJobCreateOptions(
+            id=job_id,
+            pool_info=models.BatchPoolInfo(pool_id=cluster.pool_id),
+            uses_task_dependencies=True,
+        )
+    )
+    record = cluster.record(job_id, tmp_path / "out")
+    cluster.client.create_task(
+        job_id, models.BatchTaskCreateOptions(id="bad", command_line="/bin/false")
+    )
+    cluster.client.create_task(
+        job_id,
+        models.BatchTaskCreateOptions(
+            id="never",
+            command_line="/bin/true",
+            depends_on=models.BatchTaskDependencies(task_ids=["bad"]),
+        ),
+    )
+    cluster.wait_task(job_id, "bad")
+    got = collect_via_ssh(record, tmp_path / "out", progress=False)
+    assert got.missing == ["never"]
+    assert got.files == 2  # bad's stdout.txt and stderr.txt
+    assert (tmp_path / "out" / job_id / "bad" / "logs" / "stderr.txt").is_file()
