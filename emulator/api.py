@@ -917,6 +917,16 @@ class BatchApp:
                 status_code=exc.status,
                 media_type=JSON_TYPE,
             )
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:
+            # A body of the wrong shape (a string where an object belongs, ...) is the client's
+            # error: 400, never a retryable 5xx. Logged in case it is ours.
+            log.warning("bad request body on %s %s", method, raw_path, exc_info=True)
+            error = BatchError(
+                "InvalidRequestBody", values={"Reason": f"{type(exc).__name__}: {exc}"}
+            )
+            return Response(
+                json.dumps(error.body(self.service.base_url)), status_code=400, media_type=JSON_TYPE
+            )
         except Exception:
             log.exception("unhandled error on %s %s", method, raw_path)
             body = error_body(

@@ -779,6 +779,18 @@ class Service:
             data["recentTasks"] = [self._task_info(t) for t in list(node.running.values())[:10]]
         if node.pool.data.get("startTask"):
             data["startTask"] = node.pool.data["startTask"]
+        data["endpointConfiguration"] = {
+            "inboundEndpoints": [
+                {
+                    "name": "SSHRule.0",
+                    "protocol": "tcp",
+                    "publicIPAddress": "127.0.0.1",
+                    "publicFQDN": "localhost",
+                    "frontendPort": self.settings.remote_login_port,
+                    "backendPort": 22,
+                }
+            ]
+        }
         return data
 
     def _task_info(self, task: Task) -> dict[str, Any]:

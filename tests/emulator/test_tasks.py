@@ -426,3 +426,15 @@ def test_job_max_wall_clock_time_and_container_settings(batch_client: Any, pool:
     node = done.node_info.node_id
     images = b"".join(batch_client.download_node_file(pool, node, "container-images.txt")).decode()
     assert f"{job_id}/boxed python:3.11-slim" in images
+
+
+def test_malformed_bodies_are_400_not_5xx(batch_client: Any, pool: str) -> None:
+    from azure.core.exceptions import HttpResponseError
+
+    with pytest.raises(HttpResponseError) as exc:
+        batch_client.create_job({"id": unique("bad"), "poolInfo": "not-an-object"})
+    assert exc.value.status_code == 400
+    job_id = make_job(batch_client, pool)
+    with pytest.raises(HttpResponseError) as exc2:
+        batch_client.create_task(job_id, {"id": "t", "commandLine": "true", "constraints": "soon"})
+    assert exc2.value.status_code == 400
