@@ -210,6 +210,15 @@ def collect(run_id: str, via: str, out_dir: Path | None) -> None:
             f"{result.skipped} already there",
             markup=False,
         )
+        if result.missing:
+            console.print(
+                f"warning: nothing to fetch for {len(result.missing)} task(s) (never ran, or "
+                f"their node is gone): {', '.join(result.missing[:10])}"
+                + (" ..." if len(result.missing) > 10 else "")
+                + f"; try: batchlaunch collect {run_id} --via blob",
+                style="yellow",
+                markup=False,
+            )
         return
     from launcher.run import collect_run
 
