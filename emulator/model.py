@@ -53,6 +53,7 @@ class Node:
         self.users: dict[str, dict[str, Any]] = {}
         self.generation = 0  # bumped on reboot/removal so stale boot coroutines stop
         self.preempt_armed = False
+        self.start_task_run: Running | None = None
 
     @property
     def id(self) -> str:

@@ -340,7 +340,7 @@ class Service:
         self.scaler.forget(pool.id)
         for node in list(pool.nodes.values()):
             self._evict_tasks(node, "requeue")
-            node.generation += 1
+            self._reset_node(node)
             _set_state(node.data, "leavingpool", previous=False)
         self._spawn(self._finish_pool_delete(pool))
 
@@ -495,7 +495,7 @@ class Service:
 
     def _remove_node(self, node: Node, dealloc: str) -> None:
         self._evict_tasks(node, dealloc)
-        node.generation += 1
+        self._reset_node(node)
         _set_state(node.data, "leavingpool", previous=False)
         self._mark_node(node)
         self._spawn(self._drop_node(node))
@@ -602,6 +602,13 @@ class Service:
         self._env_cache[id(node)] = (node, env)
         return dict(env)
 
+    def _reset_node(self, node: Node) -> None:
+        """The node's current life ends (reboot, removal, preemption): stop its start task."""
+        node.generation += 1
+        if node.start_task_run is not None:
+            node.start_task_run.kill("reset")
+            node.start_task_run = None
+
     def _set_node_state(self, node: Node, state: str) -> None:
         if node.state != state:
             node.data["state"] = state
@@ -665,6 +672,7 @@ class Service:
                         startup / "stderr.txt",
                         None,
                     )
+                    node.start_task_run = running
                     code = await running.done
                     if self._closing:
                         return False
@@ -698,7 +706,7 @@ class Service:
         if node.state in ("leavingpool", "rebooting", "creating", "starting"):
             raise BatchError("NodeStateConflict")
         self._evict_tasks(node, option or "requeue")
-        node.generation += 1
+        self._reset_node(node)
         self._set_node_state(node, "rebooting")
         self._spawn(self._boot(node, node.generation))
 
@@ -732,7 +740,7 @@ class Service:
         if node.state not in ("running", "idle"):
             return
         self._evict_tasks(node, "requeue")
-        node.generation += 1
+        self._reset_node(node)
         self._set_node_state(node, "preempted")
         self._spawn(self._recover(node, node.generation))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +13,15 @@ from azure.batch import models as m
 from azure.batch.models._models import BatchNodeRebootOptions
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
-from tests.emulator.helpers import error_code, make_job, make_pool, task, wait_nodes, wait_task
+from tests.emulator.helpers import (
+    error_code,
+    make_job,
+    make_pool,
+    task,
+    wait_for,
+    wait_nodes,
+    wait_task,
+)
 
 pytestmark = pytest.mark.emulator
 
@@ -193,3 +202,29 @@ def test_mount_configuration_paths_exist(batch_client: Any) -> None:
         job_id, task("mnt", "/bin/sh -c 'test -d $AZ_BATCH_NODE_MOUNTS_DIR/data'")
     )
     assert wait_task(batch_client, job_id, "mnt").execution_info.exit_code == 0
+
+
+def test_reboot_stops_a_running_start_task(batch_client: Any) -> None:
+    record = "/bin/sh -c 'echo $$ >> $AZ_BATCH_NODE_SHARED_DIR/pids; exec sleep 30'"
+    pool_id = make_pool(
+        batch_client,
+        nodes=1,
+        start_task=m.BatchStartTask(command_line=record, wait_for_success=False),
+    )
+    node = wait_nodes(batch_client, pool_id, 1)[0]
+
+    def pids() -> list[int]:
+        try:
+            raw = b"".join(batch_client.download_node_file(pool_id, node.id, "shared/pids"))
+        except ResourceNotFoundError:
+            return []
+        return [int(x) for x in raw.split()]
+
+    first = wait_for(pids, lambda p: len(p) == 1)[0]
+    batch_client.begin_reboot_node(
+        pool_id, node.id, BatchNodeRebootOptions(node_reboot_kind="requeue"), polling_interval=0.05
+    ).result()
+    wait_for(pids, lambda p: len(p) == 2)
+    time.sleep(0.2)
+    status = f"/proc/{first}/status"
+    assert not Path(status).exists() or "zombie" in Path(status).read_text()
