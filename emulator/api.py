@@ -385,6 +385,26 @@ async def reimage_node(call: Call) -> Response:
     return reply(202)
 
 
+@route("POST", "/pools/{poolId}/nodes/{nodeId}/deallocate")
+async def deallocate_node(call: Call) -> Response:
+    body = await call.obj()
+    option = str(body.get("nodeDeallocateOption") or "requeue")
+    call.service.deallocate_node(call["poolId"], call["nodeId"], option)
+    return reply(202)
+
+
+@route("POST", "/pools/{poolId}/nodes/{nodeId}/start")
+async def start_node(call: Call) -> Response:
+    call.service.start_node(call["poolId"], call["nodeId"])
+    return reply(202)
+
+
+@route("GET", "/pools/{poolId}/nodes/{nodeId}/extensions/{extensionName}")
+async def get_extension(call: Call) -> Response:
+    call.service.node(call["poolId"], call["nodeId"])
+    raise BatchError("ExtensionNotFound", "The specified extension does not exist.", 404)
+
+
 @route("POST", "/pools/{poolId}/nodes/{nodeId}/disablescheduling")
 async def disable_scheduling(call: Call) -> Response:
     body = await call.obj()
@@ -569,6 +589,19 @@ async def prep_status(call: Call) -> Response:
 @route("GET", "/jobschedules")
 async def list_schedules(call: Call) -> Response:
     return reply(200, {"odata.metadata": metadata(call, "jobschedules"), "value": []})
+
+
+@route("GET", "/jobschedules/{scheduleId}")
+@route("HEAD", "/jobschedules/{scheduleId}")
+@route("GET", "/jobschedules/{scheduleId}/jobs")
+async def no_schedule(call: Call) -> Response:
+    """Job schedules are not emulated: none exists."""
+    raise BatchError("JobScheduleNotFound", "The specified job schedule does not exist.", 404)
+
+
+@route("GET", "/applications/{applicationId}")
+async def no_application(call: Call) -> Response:
+    raise BatchError("ApplicationNotFound", "The specified application does not exist.", 404)
 
 
 # ---------------------------------------------------------------------- tasks

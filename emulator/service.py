@@ -710,6 +710,21 @@ class Service:
         self._set_node_state(node, "rebooting")
         self._spawn(self._boot(node, node.generation))
 
+    def deallocate_node(self, pool_id: str, node_id: str, option: str) -> None:
+        """The VM is stopped: running tasks are requeued (or ended), the node waits for start."""
+        node = self.node(pool_id, node_id)
+        if node.state in ("leavingpool", "deallocated", "deallocating"):
+            raise BatchError("NodeStateConflict")
+        self._evict_tasks(node, option or "requeue")
+        self._reset_node(node)
+        self._set_node_state(node, "deallocated")
+
+    def start_node(self, pool_id: str, node_id: str) -> None:
+        node = self.node(pool_id, node_id)
+        if node.state != "deallocated":
+            raise BatchError("NodeStateConflict")
+        self._spawn(self._boot(node, node.generation))
+
     def set_scheduling(
         self, pool_id: str, node_id: str, enabled: bool, option: str = "requeue"
     ) -> None:

@@ -228,3 +228,31 @@ def test_reboot_stops_a_running_start_task(batch_client: Any) -> None:
     time.sleep(0.2)
     status = f"/proc/{first}/status"
     assert not Path(status).exists() or "zombie" in Path(status).read_text()
+
+
+def test_deallocate_and_start_node(batch_client: Any) -> None:
+    from azure.batch.models._models import BatchNodeDeallocateOptions
+
+    pool_id = make_pool(
+        batch_client, nodes=1, start_task=m.BatchStartTask(command_line=COUNT_BOOTS)
+    )
+    node = wait_nodes(batch_client, pool_id, 1)[0]
+    job_id = make_job(batch_client, pool_id)
+    batch_client.create_task(job_id, task("work", "sleep 0.5"))
+    wait_task(batch_client, job_id, "work", "running")
+    batch_client.begin_deallocate_node(
+        pool_id,
+        node.id,
+        BatchNodeDeallocateOptions(node_deallocate_option="requeue"),
+        polling_interval=0.05,
+    ).result()
+    assert batch_client.get_node(pool_id, node.id).state == "deallocated"
+    assert batch_client.get_task(job_id, "work").state == "active"
+    batch_client.begin_start_node(pool_id, node.id, polling_interval=0.05).result()
+    wait_nodes(batch_client, pool_id, 1)
+    done = wait_task(batch_client, job_id, "work")
+    assert done.execution_info.requeue_count == 1
+    boots = b"".join(batch_client.download_node_file(pool_id, node.id, "shared/boots"))
+    assert boots == b"boot\nboot\n"
+    with pytest.raises(ResourceNotFoundError):
+        batch_client.get_job_schedule("nope")
