@@ -147,8 +147,13 @@ class BatchFuture(Future[Any]):
 
     def cancel(self) -> bool:
         cancelled = super().cancel()
-        if cancelled and self._executor is not None:
-            self._executor._on_cancel(self)
+        if cancelled:
+            # Notify `wait`/`as_completed` now: they count a cancelled future as done only
+            # once it is notified, which an executor does when it would have run it.
+            with contextlib.suppress(RuntimeError):
+                self.set_running_or_notify_cancel()
+            if self._executor is not None:
+                self._executor._on_cancel(self)
         return cancelled
 
     def __repr__(self) -> str:
@@ -813,7 +818,8 @@ class BatchExecutor(Executor):
                 return
             task.terminate_requested = True
         if not self._closed:
-            self._threads.submit(self._terminate, task.task_id)
+            with contextlib.suppress(RuntimeError):  # the executor closed meanwhile
+                self._threads.submit(self._terminate, task.task_id)
 
     def _terminate(self, task_id: str) -> None:
         try:

@@ -31,10 +31,12 @@ def gather(
     ``timeout`` (seconds, for the whole gather) raises `TimeoutError`.
     """
     items = list(futures)
+    # A cancelled future that no executor has notified never counts as done for `wait`.
+    live = [f for f in items if not f.cancelled()]
     if return_exceptions:
-        done, not_done = wait(items, timeout=timeout)
+        done, not_done = wait(live, timeout=timeout)
     else:
-        done, not_done = wait(items, timeout=timeout, return_when=FIRST_EXCEPTION)
+        done, not_done = wait(live, timeout=timeout, return_when=FIRST_EXCEPTION)
         for fut in done:
             if not fut.cancelled() and fut.exception() is not None:
                 for other in not_done:
@@ -45,6 +47,8 @@ def gather(
     results: list[T | BaseException] = []
     for fut in items:
         if fut.cancelled():
+            if not return_exceptions:
+                raise CancelledError()
             results.append(CancelledError())
         elif fut.exception() is not None:
             if not return_exceptions:
@@ -69,6 +73,8 @@ def reduce_as_completed(
     items = list(futures)
     acc = initial
     try:
+        if any(f.cancelled() for f in items):
+            raise CancelledError()
         for fut in as_completed(items, timeout=timeout):
             acc = fn(acc, fut.result())
     except BaseException:

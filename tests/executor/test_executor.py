@@ -321,6 +321,7 @@ def test_shutdown_cancel_futures_terminates_queued_tasks(params_factory: ParamsF
     assert futures[0].result() == 0
     cancelled = [f for f in futures if f.cancelled()]
     assert len(cancelled) >= 4
+    assert not wait(futures, timeout=5).not_done  # cancelled futures count as done
     for fut in cancelled:
         with pytest.raises(CancelledError):
             fut.result()
@@ -343,6 +344,7 @@ def test_future_cancel_terminates_its_task(py_params: Path) -> None:
         fut = ex.submit(nap)
         wait_task_state(ex, fut.task_id, "running")
         assert fut.cancel()
+        assert fut in as_completed([fut], timeout=1)
         wait_task_state(ex, fut.task_id, "completed", timeout=10)
         info = ex.client.batch.get_task(ex.job_id, fut.task_id).execution_info
         assert info.failure_info.code == "TaskEnded"
