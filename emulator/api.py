@@ -43,6 +43,7 @@ CHUNK = 1 << 20
 JSON_TYPE = "application/json;odata=minimalmetadata"
 
 Handler = Callable[["Call"], Awaitable[Response]]
+RESOURCE = re.compile(r"^(?:/pools/([^/]+)|/jobs/([^/]+)(?:/tasks/([^/]+))?)$")
 
 
 class Call:
@@ -843,6 +844,15 @@ def delete_file(call: Call, root: Path | None, rel: str) -> Response:
 
 
 # ---------------------------------------------------------------------- the ASGI app
+def _unquote_etag(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    if value.startswith("W/"):
+        value = value[2:]
+    return value.strip('"')
+
+
 class BatchApp:
     """ASGI app: faults first (before any work), then SharedKey, then the route."""
 
@@ -917,6 +927,44 @@ class BatchApp:
             return True
         return False
 
+    def _preconditions(
+        self, method: str, raw_path: str, headers: dict[str, str]
+    ) -> Response | None:
+        """If-Match / If-None-Match against a pool's, job's or task's ETag (412 when unmet)."""
+        m = RESOURCE.match(raw_path)
+        if m is None:
+            return None
+        pool_id, job_id, task_id = (unquote(g) if g else None for g in m.groups())
+        item: dict[str, Any] | None = None
+        if pool_id:
+            pool = self.service.pools.get(pool_id)
+            item = pool.data if pool else None
+        elif job_id and task_id:
+            job = self.service.jobs.get(job_id)
+            task = job.tasks.get(task_id) if job else None
+            item = task.data if task else None
+        elif job_id:
+            job = self.service.jobs.get(job_id)
+            item = job.data if job else None
+        current = str(item["eTag"]) if item else None
+        if_match = _unquote_etag(headers.get("if-match"))
+        if if_match is not None and current is not None and if_match not in ("*", current):
+            raise BatchError(
+                "ConditionNotMet",
+                "The condition specified using HTTP conditional header(s) is not met.",
+                412,
+            )
+        if_none = _unquote_etag(headers.get("if-none-match"))
+        if if_none is not None and current is not None and if_none in ("*", current):
+            if method in ("GET", "HEAD"):
+                return Response(status_code=304, headers={"ETag": current})
+            raise BatchError(
+                "ConditionNotMet",
+                "The condition specified using HTTP conditional header(s) is not met.",
+                412,
+            )
+        return None
+
     async def _handle(self, request: Request) -> Response:
         scope = request.scope
         method = scope["method"]
@@ -934,6 +982,10 @@ class BatchApp:
                         "request is not the same as any computed signature."
                     },
                 )
+            if "if-match" in headers or "if-none-match" in headers:
+                early = self._preconditions(method, raw_path, headers)
+                if early is not None:
+                    return early
             for route_method, regex, handler in ROUTES:
                 if route_method != method:
                     continue

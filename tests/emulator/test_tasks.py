@@ -438,3 +438,26 @@ def test_malformed_bodies_are_400_not_5xx(batch_client: Any, pool: str) -> None:
     with pytest.raises(HttpResponseError) as exc2:
         batch_client.create_task(job_id, {"id": "t", "commandLine": "true", "constraints": "soon"})
     assert exc2.value.status_code == 400
+
+
+def test_etag_conditions(batch_client: Any, pool: str) -> None:
+    from azure.core import MatchConditions
+    from azure.core.exceptions import ResourceModifiedError
+
+    job_id = make_job(batch_client, pool)
+    etag = batch_client.get_job(job_id).etag
+    batch_client.update_job(
+        job_id,
+        m.BatchJobUpdateOptions(priority=3),
+        etag=etag,
+        match_condition=MatchConditions.IfNotModified,
+    )
+    with pytest.raises(ResourceModifiedError) as exc:
+        batch_client.update_job(
+            job_id,
+            m.BatchJobUpdateOptions(priority=4),
+            etag=etag,
+            match_condition=MatchConditions.IfNotModified,
+        )
+    assert exc.value.status_code == 412
+    assert batch_client.get_job(job_id).priority == 3
