@@ -35,6 +35,7 @@ def write_params(
     pool_id: str = "fx-python",
     nodes: int = 2,
     slots: int = 4,
+    low_priority: int = 0,
     extra: str = "",
 ) -> Path:
     """A parameter file for the emulator at `endpoint` with a local store."""
@@ -50,6 +51,7 @@ container = "batchlaunch"
 [pool]
 id = "{pool_id}"
 dedicated_nodes = {nodes}
+low_priority_nodes = {low_priority}
 task_slots_per_node = {slots}
 
 [runtime]

@@ -400,3 +400,34 @@ def test_r_function_runs_for_real(r_params: Path, tmp_path: Path) -> None:
         # a Python function on an R pool is refused before anything is sent
         with pytest.raises(Exception, match=r"\[runtime\] language"):
             ex.submit(square, 1)
+
+
+# ---- preemption -----------------------------------------------------------------------
+
+
+def test_preempted_node_requeues_and_the_rerun_resolves_the_future(
+    emulator_factory: Any, tmp_path: Path
+) -> None:
+    from tests.executor.conftest import node_python, write_params
+
+    info = emulator_factory(preempt_rate=1.0, seed=7)  # every low-priority node, once
+    home = Path(os.environ["BATCHLAUNCH_HOME"])
+    params = write_params(
+        tmp_path / "spot.toml",
+        info.endpoint,
+        pool_id="fx-spot",
+        nodes=0,
+        low_priority=1,
+        slots=1,
+        extra=node_python(home),
+    )
+
+    def nap(x: int) -> int:
+        time.sleep(1.5)
+        return x + 1
+
+    with BatchExecutor(params, keep_pool=False) as ex:
+        fut = ex.submit(nap, 41)
+        assert fut.result(timeout=60) == 42
+        task = ex.client.batch.get_task(ex.job_id, fut.task_id)
+        assert task.execution_info.requeue_count == 1  # preempted once, then rerun
