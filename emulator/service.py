@@ -172,9 +172,13 @@ class Service:
             node.data["runningTaskSlotsCount"] = 0
             node.data.pop("recentTasks", None)
             pool.nodes[node.id] = node
-            if node.state in ("running", "idle"):
+            interrupted = (node.data.get("startTaskInfo") or {}).get("state") == "running"
+            if node.state == "leavingpool":
+                self._spawn(self._drop_node(node))
+            elif node.state in ("running", "idle") and not interrupted:
                 node.data["state"] = "idle"
-            elif node.state not in ("starttaskfailed", "unusable", "offline"):
+            elif node.state not in ("starttaskfailed", "unusable", "offline", "deallocated"):
+                # Booting, or its start task was cut off by the shutdown: boot again.
                 self._spawn(self._boot(node, node.generation))
         for pool in self.pools.values():
             if pool.data.get("state") == "deleting":
