@@ -183,6 +183,8 @@ class Service:
         for pool in self.pools.values():
             if pool.data.get("state") == "deleting":
                 self._spawn(self._finish_pool_delete(pool))
+            elif pool.data.get("allocationState") != "steady":
+                self.start_allocation(pool)  # a resize cut off by the shutdown: finish it
         jobs: list[Job] = []
         for _key, body in self.store.load("job"):
             job = Job(body["data"], body["seq"])
