@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future
 from concurrent.futures import ThreadPoolExecutor as _Threads
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -189,7 +189,6 @@ class Stats:
     count_polls: int = 0
     list_queries: int = 0
     results_downloaded: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -709,7 +708,7 @@ class BatchExecutor(Executor):
         with self._lock:
             for item in found:
                 task = self._outstanding.get(str(item.id))
-                if task is not None and task.submitted:
+                if task is not None:  # completed, so submitted (even if add_tasks is returning)
                     todo.append((task, item))
         if todo:
             for _ in self._threads.map(lambda pair: self._resolve(*pair), todo):
