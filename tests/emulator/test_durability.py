@@ -97,3 +97,40 @@ def test_preempted_low_priority_node_requeues_running_task(emulator_factory: Any
     counts = {c.pool_id: c for c in client.list_pool_node_counts()}[pool_id]
     assert counts.low_priority.total == 1
     client.close()
+
+
+def test_restart_mid_run_loses_nothing_and_reruns_nothing_completed(
+    emulator_factory: Any, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    first = emulator_factory(state_dir=state)
+    client = make_client(first)
+    pool_id = make_pool(client, nodes=2, slots=4)
+    job_id = make_job(client, pool_id)
+    client.create_tasks(
+        job_id, [task(f"t{i:03d}", "sleep 0.05") for i in range(300)], max_concurrency=4
+    )
+    wait_for(
+        lambda: client.get_job_task_counts(job_id).task_counts,
+        lambda c: c.completed >= 60,
+        60,
+        "some tasks to complete",
+    )
+    client.close()
+    _stop(first)
+
+    second = emulator_factory(state_dir=state)
+    client = make_client(second)
+    before = {
+        t.id: t.execution_info.end_time for t in client.list_tasks(job_id) if t.state == "completed"
+    }
+    assert len(before) >= 60
+    wait_all(client, job_id, 300, timeout=120)
+    after = {t.id: t for t in client.list_tasks(job_id)}
+    assert len(after) == 300
+    assert all(t.execution_info.result == "success" for t in after.values())
+    assert all(after[tid].execution_info.end_time == end for tid, end in before.items())
+    requeued = [t.id for t in after.values() if t.execution_info.requeue_count]
+    assert all(tid not in before for tid in requeued)
+    assert len(requeued) <= 8  # at most the 8 slots that were busy at shutdown
+    client.close()
