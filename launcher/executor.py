@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import re
 import secrets
 import tempfile
 import threading
@@ -76,6 +77,10 @@ MONITOR_FAILURES = 10
 HEALTH_CHECK_EVERY = 8
 _BROKEN_NODE_STATES = {"starttaskfailed", "unusable"}
 _SAS_EXPIRY = timedelta(days=7)
+_FUNCTION_NAME = {
+    "r": re.compile(r"[A-Za-z.][A-Za-z0-9._]*"),
+    "julia": re.compile(r"[A-Za-z_][A-Za-z0-9_!]*"),
+}
 
 
 # --------------------------------------------------------------------------------------
@@ -95,11 +100,13 @@ class ForeignFunction:
     name: str
 
     def __post_init__(self) -> None:
-        runners.runner_file(self.language)  # raises for an unknown language
-        if not self.name or not self.name.replace("_", "a").replace(".", "a").isalnum():
+        pattern = _FUNCTION_NAME.get(self.language)
+        if pattern is None:
+            raise ValueError(f"unknown function language {self.language!r}: r or julia")
+        if not pattern.fullmatch(self.name):
             raise UserError(
-                f"{self.source}: function name {self.name!r} is not a {self.language} "
-                "identifier; pass the name of a function defined in the file"
+                f"{self.source}: {self.name!r} is not a valid {self.language} function name; "
+                "pass the name of a function defined in the file"
             )
         if not self.source.is_file():
             raise UserError(f"{self.source}: {self.language} source file not found; check the path")
