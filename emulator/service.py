@@ -14,6 +14,8 @@ import logging
 import os
 import random
 import shutil
+import signal
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -100,6 +102,8 @@ class Service:
         self.scaler = AutoScaler(self)
         self.procs: set[process.Running] = set()
         self._env_cache: dict[int, tuple[Node, dict[str, str]]] = {}
+        self._live_pids: set[int] = set()
+        self._pid_lock = threading.Lock()
         # fork/exec and file creation block; a few threads overlap them across cores.
         self.spawner = ThreadPoolExecutor(max_workers=8, thread_name_prefix="spawn")
 
@@ -127,9 +131,16 @@ class Service:
 
     async def stop(self) -> None:
         """Kill every child process group and write the final state."""
-        self._closing = True
+        with self._pid_lock:
+            self._closing = True
         for running in list(self.procs):
             running.kill("shutdown")
+        # Spawns in flight finish on their threads; then no child may outlive the service.
+        await asyncio.to_thread(self.spawner.shutdown, True)
+        with self._pid_lock:
+            for pid in self._live_pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
         self.scaler.stop()
         if self._flusher:
             self._flusher.cancel()
@@ -1382,6 +1393,8 @@ class Service:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if self._closing:
+                return  # the shutdown interrupted it: requeued on restart
             log.exception("task %s/%s failed inside the emulator", task.job.id, task.id)
             if task.token == token and task.state == "running":
                 self._finish_task(task, None, ("servererror", "EmulatorError", str(exc)), "run")
@@ -1399,12 +1412,36 @@ class Service:
         """Spawn on a worker thread, then watch the exit from the loop."""
         loop = asyncio.get_running_loop()
         pid = await loop.run_in_executor(
-            self.spawner, process.spawn, command_line, cwd, env, stdout, stderr, prepare
+            self.spawner, self._spawn_tracked, command_line, cwd, env, stdout, stderr, prepare
         )
         running = process.watch(pid, timeout)
         self.procs.add(running)
-        running.done.add_done_callback(lambda _f: self.procs.discard(running))
+        running.done.add_done_callback(lambda _f: self._forget_process(running))
         return running
+
+    def _spawn_tracked(
+        self,
+        command_line: str,
+        cwd: Path,
+        env: dict[str, str],
+        stdout: Path,
+        stderr: Path,
+        prepare: Callable[[], None] | None,
+    ) -> int:
+        """process.spawn on a worker thread, remembering the pid until it is reaped."""
+        pid = process.spawn(command_line, cwd, env, stdout, stderr, prepare)
+        with self._pid_lock:
+            self._live_pids.add(pid)
+            closing = self._closing
+        if closing:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        return pid
+
+    def _forget_process(self, running: process.Running) -> None:
+        self.procs.discard(running)
+        with self._pid_lock:
+            self._live_pids.discard(running.pid)
 
     async def _run_task(self, task: Task, node: Node, token: int, task_dir: Path) -> None:
         job = task.job
