@@ -59,7 +59,6 @@ class Call:
                 request.scope.get("query_string", b"").decode(), keep_blank_values=True
             ).items()
         }
-        self._body: Any = None
 
     async def json(self) -> Any:
         raw = await self.request.body()

@@ -142,14 +142,6 @@ def compile_filter(text: str | None) -> Predicate | None:
     return predicate
 
 
-def state_equals(text: str | None) -> str | None:
-    """The state a filter selects when it is exactly `state eq 'X'` (served from an index)."""
-    if not text:
-        return None
-    m = re.fullmatch(r"\s*state\s+eq\s+'(\w+)'\s*", text)
-    return m.group(1).lower() if m else None
-
-
 def select(item: dict[str, Any], fields: list[str] | None) -> dict[str, Any]:
     if not fields:
         return item

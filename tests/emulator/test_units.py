@@ -1,0 +1,136 @@
+"""Unit tests (no server): OData filters, SharedKey verification against the SDK's own signer,
+Batch glob patterns, and the store's batching."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from azure.batch._patch import BatchSharedKeyAuthPolicy
+from azure.core.credentials import AzureNamedKeyCredential
+from azure.core.pipeline import PipelineContext, PipelineRequest
+from azure.core.rest import HttpRequest
+
+from emulator import auth, files, odata
+from emulator.config import DEFAULT_ACCOUNT, DEFAULT_KEY
+from emulator.errors import BatchError
+from emulator.store import Store
+
+TASK = {"id": "t0007", "state": "completed", "executionInfo": {"exitCode": 3, "result": "failure"}}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("state eq 'completed'", True),
+        ("state eq 'COMPLETED'", True),
+        ("state ne 'completed'", False),
+        ("executionInfo/exitCode gt 2 and executionInfo/result eq 'failure'", True),
+        ("executionInfo/exitCode le 2 or id eq 't0007'", True),
+        ("not (state eq 'active')", True),
+        ("startswith(id, 't00') and (state eq 'active' or state eq 'completed')", True),
+        ("startswith(id, 'x')", False),
+        ("nodeInfo/poolId eq 'p'", False),
+    ],
+)
+def test_filters(text: str, expected: bool) -> None:
+    predicate = odata.compile_filter(text)
+    assert predicate is not None
+    assert predicate(TASK) is expected
+
+
+@pytest.mark.parametrize("text", ["state eq", "state xx 'a'", "(state eq 'a'", "state eq 'a' and"])
+def test_bad_filters(text: str) -> None:
+    with pytest.raises(BatchError) as exc:
+        odata.compile_filter(text)
+    assert exc.value.code == "InvalidQueryParameterValue" and exc.value.status == 400
+
+
+def _signed(
+    method: str, url: str, headers: dict[str, str], body: bytes | None = None
+) -> HttpRequest:
+    request = HttpRequest(method, url, headers=headers, content=body)
+    policy = BatchSharedKeyAuthPolicy(AzureNamedKeyCredential(DEFAULT_ACCOUNT, DEFAULT_KEY))
+    policy.on_request(PipelineRequest(request, PipelineContext(None)))
+    return request
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "headers", "body"),
+    [
+        (
+            "GET",
+            "http://h/pools?api-version=2025-06-01&$filter=state%20eq%20%27active%27",
+            {},
+            None,
+        ),
+        (
+            "POST",
+            "http://h/jobs/j/addtaskcollection?api-version=2025-06-01",
+            {"content-type": "application/json; odata=minimalmetadata", "Content-Length": "2"},
+            b"{}",
+        ),
+        (
+            "GET",
+            "http://h/jobs/j/tasks/t/files/wd%2Fout%20dir%2Fx.txt?api-version=2025-06-01",
+            {"ocp-range": "bytes=0-9"},
+            None,
+        ),
+        ("DELETE", "http://h/pools/p?api-version=2025-06-01&timeOut=30", {}, None),
+    ],
+)
+def test_sharedkey_matches_the_sdk_signer(
+    method: str, url: str, headers: dict[str, str], body: bytes | None
+) -> None:
+    request = _signed(method, url, headers, body)
+    path, _, query = request.url.split("//", 1)[1].partition("/")[2].partition("?")
+    sent = {k.lower(): v for k, v in request.headers.items()}
+    assert auth.verify(method, "/" + path, query, sent, DEFAULT_ACCOUNT, DEFAULT_KEY)
+    assert not auth.verify(
+        method, "/" + path, query, sent, DEFAULT_ACCOUNT, "d3Jvbmcta2V5LXdyb25nLWtleQ=="
+    )
+    assert not auth.verify(method, "/" + path, query, sent, "someoneelse", DEFAULT_KEY)
+    tampered = dict(sent, **{"ocp-date": "Thu, 01 Jan 1970 00:00:00 GMT"})
+    assert not auth.verify(method, "/" + path, query, tampered, DEFAULT_ACCOUNT, DEFAULT_KEY)
+
+
+def test_output_file_patterns(tmp_path: Path) -> None:
+    wd = tmp_path / "wd"
+    (wd / "sub" / "deep").mkdir(parents=True)
+    for name in (
+        "a.csv",
+        ".hidden.csv",
+        "b.tsv",
+        "sub/c.csv",
+        "sub/deep/d.log",
+        "r1.csv",
+        "ra.csv",
+    ):
+        (wd / name).write_text(name)
+    (tmp_path / "stdout.txt").write_text("out")
+
+    def names(pattern: str) -> list[str]:
+        return sorted(rel for _, rel in files.match(pattern, wd))
+
+    assert names("*.csv") == ["a.csv", "r1.csv", "ra.csv"]
+    assert names("**/*.csv") == ["a.csv", "r1.csv", "ra.csv", "sub/c.csv"]
+    assert names("sub/**/*") == ["c.csv", "deep/d.log"]
+    assert names("r?.csv") == ["r1.csv", "ra.csv"]
+    assert names("r[0-9].csv") == ["r1.csv"]
+    assert names("../std*.txt") == ["stdout.txt"]
+    assert names("b.tsv") == ["b.tsv"]
+    assert names("nothing*") == []
+
+
+def test_store_keeps_the_latest_row_and_survives_reopen(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    store.mark("task", "j/a", lambda: {"v": 1})
+    store.take()  # taken for a write that never happened (cancelled): flush must still write it
+    store.mark("task", "j/b", lambda: {"v": 2})
+    store.forget("task", "j/b")
+    store.mark("task", "j/c", lambda: {"v": 3})
+    store.flush()
+    store.close()
+    again = Store(tmp_path / "s.sqlite")
+    assert dict(again.load("task")) == {"j/a": {"v": 1}, "j/c": {"v": 3}}
+    again.close()
