@@ -7,13 +7,15 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["BatchExecutor", "Client", "julia", "r"]
+__all__ = ["BatchExecutor", "Client", "gather", "julia", "r", "reduce_as_completed"]
 
 _LAZY = {
     "BatchExecutor": "launcher.executor",
     "julia": "launcher.executor",
     "r": "launcher.executor",
     "Client": "launcher.client",
+    "gather": "launcher.fetch",
+    "reduce_as_completed": "launcher.fetch",
 }
 
 

@@ -93,7 +93,16 @@ def _duration(minutes: float) -> str:
 
 
 def _strip_query(url: str) -> str:
+    """The URL without its query (a SAS token) and, for a local-store ``file://`` URL,
+    without the store root: ``file:cas/<sha256>/name`` (content-addressed blobs) or the
+    last path component, so one pool looks the same through any BATCHLAUNCH_HOME."""
     parts = urlsplit(url)
+    if parts.scheme == "file":
+        segments = [s for s in parts.path.split("/") if s]
+        if "cas" in segments:
+            cas = len(segments) - 1 - segments[::-1].index("cas")
+            return "file:" + "/".join(segments[cas:])
+        return "file:" + (segments[-1] if segments else "")
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
@@ -887,6 +896,42 @@ class Client:
         )
 
     @_translate_errors
+    def terminate_job(self, job_id: str, reason: str | None = None) -> bool:
+        """Terminate a job: running tasks are stopped, active ones never start; the job ends
+        with ``reason`` as its terminateReason. False when it is gone or already completed.
+
+        azure-batch 15.1 exports no public model for this body (`BatchJobTerminateOptions`
+        is only in the private `_models`); the SDK JSON-encodes a plain mapping alike, and
+        refuses a missing or empty one (BATCH-NOTES.md), so the reason is always set.
+        """
+        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+        options: Any = {"terminateReason": reason or "UserTerminate"}
+        try:
+            self.batch.begin_terminate_job(
+                job_id, options, polling_interval=self.conn.polling_interval
+            )
+        except ResourceNotFoundError:
+            return False
+        except HttpResponseError as exc:
+            if getattr(exc.error, "code", "") in ("JobCompleted", "JobBeingDeleted"):
+                return False
+            raise
+        return True
+
+    @_translate_errors
+    def terminate_task(self, job_id: str, task_id: str) -> bool:
+        """Terminate one task (running: its process is killed; active: it never runs).
+        False when the task or job does not exist."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            self.batch.terminate_task(job_id, task_id)
+        except ResourceNotFoundError:
+            return False
+        return True
+
+    @_translate_errors
     def delete_job(self, job_id: str, *, wait: bool = False, timeout: float = 300.0) -> bool:
         """Delete a job (and its tasks); False when there was none."""
         from azure.core.exceptions import ResourceNotFoundError
@@ -1073,6 +1118,10 @@ class Client:
     ) -> list[str]:
         """Add many tasks with the SDK's chunked, parallel `create_tasks`; return their ids.
 
+        Tasks are submitted in the order given (Batch schedules them in the order it gets
+        them): the first chunk of 100 holds the first tasks, in order, and chunks are sent in
+        order (``max_concurrency`` > 1 sends up to that many chunks at once, so only the
+        chunks' starts are ordered; 1 gives a strict order).
         Tasks that already exist count as added, so a resumed submission adds each task once.
         Connection-level failures are retried (``attempts`` rounds) for the tasks left.
         """
@@ -1088,9 +1137,11 @@ class Client:
         pending = bodies
         for attempt in range(attempts):
             try:
+                # create_tasks pops its chunks from the end of the list: reversed here,
+                # Batch gets the tasks in the order given.
                 self.batch.create_tasks(
                     job_id,
-                    [_task_model(b) for b in pending],
+                    [_task_model(b) for b in reversed(pending)],
                     max_concurrency=max_concurrency,
                 )
                 return ids

@@ -32,6 +32,7 @@ import cloudpickle
 
 from launcher.remote_errors import (
     NodePreempted,
+    PayloadLoadError,
     PythonVersionMismatch,
     RemoteError,
     RemoteTraceback,
@@ -127,8 +128,6 @@ def _python_error(
 ) -> BaseException:
     """The exception a failed Python call re-raises: its own type when it unpickles."""
     _, exc_bytes, tb_text, type_name, message = item
-    if type_name == rp.VERSION_MISMATCH:
-        return PythonVersionMismatch(message, log_location=log_location)
     if type_name == rp.TERMINATED:
         return stopped(_stopped_reason(stopped), log_location=log_location)
     problem = ""
@@ -145,6 +144,19 @@ def _python_error(
                 exc.add_note(f"(raised in a batchlaunch task{where})")
                 return exc
     return RemoteError(type_name, message + problem, tb_text, log_location, "python")
+
+
+def _setup_error(
+    item: tuple[Any, ...], log_location: str | None, stopped: type[TaskFailed]
+) -> BaseException:
+    """What every call of a task raises when nothing could run: never the rebuilt load
+    exception (a bare AttributeError would lose the runner's hint), always the message."""
+    _, _, tb_text, type_name, message = item
+    if type_name == rp.VERSION_MISMATCH:
+        return PythonVersionMismatch(message, log_location=log_location)
+    if type_name == rp.TERMINATED:
+        return stopped(_stopped_reason(stopped), log_location=log_location)
+    return PayloadLoadError(type_name, message, tb_text, log_location, "python")
 
 
 def _python_outcome(
@@ -191,7 +203,7 @@ def read_python_results(
     count = expected if expected is not None else max(1, len(envelope["outcomes"]))
     if setup is not None:
         return [
-            Outcome(False, error=_python_error(setup, log_location, stopped)) for _ in range(count)
+            Outcome(False, error=_setup_error(setup, log_location, stopped)) for _ in range(count)
         ]
     durations = envelope.get("durations", [])
     outcomes = [

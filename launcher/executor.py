@@ -283,7 +283,7 @@ class BatchExecutor(Executor):
         self._outstanding: dict[str, _Task] = {}  # sent, not yet resolved
         self._buckets: dict[str, set[str]] = {}
         self._uploaded: set[str] = set()  # content-addressed blobs known to exist
-        self._runner_files: dict[str, dict[str, str]] = {}
+        self._runner_files: dict[str, list[dict[str, str]]] = {}
         self._source_files: dict[tuple[str, int, int], dict[str, str]] = {}
         self._threads = _Threads(max_workers=max(1, workers), thread_name_prefix="batchlaunch-io")
         self._submitter: threading.Thread | None = None
@@ -360,12 +360,18 @@ class BatchExecutor(Executor):
             entry["fileMode"] = mode
         return entry
 
-    def _runner(self, language: str) -> dict[str, str]:
+    def _runner(self, language: str) -> list[dict[str, str]]:
+        """The runner's resource files: the runner, and for Python the client's cloudpickle
+        (`runners.cloudpickle_zip`, beside the runner), so nodes need none of their own."""
         with self._lock:
             if language not in self._runner_files:
                 name = runners.runner_file(language)
                 blob, _ = self._put_cas(runners.runner_bytes(language), name)
-                self._runner_files[language] = self._resource(blob, name)
+                files = [self._resource(blob, name)]
+                if language == "python":
+                    zipped, _ = self._put_cas(runners.cloudpickle_zip(), runners.CLOUDPICKLE_ZIP)
+                    files.append(self._resource(zipped, runners.CLOUDPICKLE_ZIP))
+                self._runner_files[language] = files
             return self._runner_files[language]
 
     def _source(self, fn: ForeignFunction) -> dict[str, str]:
@@ -395,7 +401,7 @@ class BatchExecutor(Executor):
     ) -> tuple[list[dict[str, str]], str]:
         """(resource files shared by the tasks, command line): uploads what is not there."""
         if isinstance(fn, ForeignFunction):
-            files = [self._runner(fn.language), self._source(fn)]
+            files = [*self._runner(fn.language), self._source(fn)]
             command = runners.command_line(
                 fn.language,
                 source_file=fn.source.name,
@@ -410,7 +416,7 @@ class BatchExecutor(Executor):
         if uploaded:
             with self._lock:
                 self.stats.function_bytes += len(payload)
-        files = [self._runner("python"), self._resource(blob, name)]
+        files = [*self._runner("python"), self._resource(blob, name)]
         command = runners.command_line(
             "python",
             function_file=name,
@@ -602,9 +608,7 @@ class BatchExecutor(Executor):
                 self._outstanding[task.task_id] = task
                 self._buckets.setdefault(_bucket(task.task_id), set()).add(task.task_id)
         try:
-            # create_tasks pops from the end of the list: reversed, Batch gets (and so
-            # schedules) the tasks in submission order.
-            self.client.add_tasks(self.job_id, specs[::-1])
+            self.client.add_tasks(self.job_id, specs)  # in submission order
         except BaseException:
             with self._lock:
                 for task in live:
@@ -829,7 +833,7 @@ class BatchExecutor(Executor):
 
     def _terminate(self, task_id: str) -> None:
         try:
-            self.client.batch.terminate_task(self.job_id, task_id)
+            self.client.terminate_task(self.job_id, task_id)
         except Exception as exc:
             log.warning("terminating %s/%s failed: %s", self.job_id, task_id, exc)
         with self._wake:
@@ -898,15 +902,10 @@ class BatchExecutor(Executor):
         self._close_job()
 
     def _close_job(self) -> None:
-        # Not exported by azure.batch.models; the poller needs options (BATCH-NOTES.md).
-        from azure.batch.models._models import BatchJobTerminateOptions
-
-        with contextlib.suppress(Exception):
-            self.client.batch.begin_terminate_job(
-                self.job_id,
-                BatchJobTerminateOptions({"terminateReason": "ExecutorShutdown"}),
-                polling_interval=self.client.conn.polling_interval,
-            )
+        try:
+            self.client.terminate_job(self.job_id, "ExecutorShutdown")
+        except Exception as exc:  # shutdown goes on; the job ends with the pool or by hand
+            log.warning("terminating job %s failed: %s", self.job_id, exc)
         delete = (not self.keep_pool) if self.keep_pool is not None else self._pool_created
         if delete:
             self.client.delete_pool(self.pool_id)

@@ -57,6 +57,12 @@ class RemoteError(Exception):
         return text + _logs_line(self.log_location)
 
 
+class PayloadLoadError(RemoteError):
+    """Nothing ran: the node could not load the function or its arguments (a module missing
+    on the node, a payload it cannot read). The message keeps the runner's hint: what failed
+    to load and why, with the Python and cloudpickle versions of client and node."""
+
+
 class ResultUnreadable(RemoteError):
     """The function returned, but its value could not be unpickled on the client (for
     example its class lives in a package installed on the node only)."""

@@ -14,8 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from launcher import BatchExecutor
-from launcher.gather import reduce_as_completed
+from launcher import BatchExecutor, reduce_as_completed
 
 TASKS = 100
 SAMPLES = 20_000

@@ -5,13 +5,23 @@ JSON3) share one command line and one result envelope, so the executor treats th
 languages alike: upload `runner_bytes(language)` as the resource file `runner_file(language)`
 and run `command_line(...)` (wrapped by `bootstrap.wrap_command` so the runtime's env file is
 sourced and `python3`/`Rscript`/`julia` are the runtime's).
+
+Python tasks also get `cloudpickle_zip()`, the client's own cloudpickle as a zip, as the
+resource file `CLOUDPICKLE_ZIP` beside the runner: the runner imports it first, so nodes need
+no cloudpickle of their own and never unpickle with another version than the client's.
 """
 
 from __future__ import annotations
 
+import functools
+import io
 import shlex
-from importlib import resources
+import zipfile
+from importlib import metadata, resources
+from pathlib import Path
 from typing import Literal
+
+from launcher.runners.run_python import CLOUDPICKLE_ZIP
 
 Language = Literal["python", "r", "julia"]
 
@@ -36,6 +46,51 @@ def runner_file(language: str) -> str:
 def runner_bytes(language: str) -> bytes:
     """The runner's source, read from package data (works from a wheel or a checkout)."""
     return resources.files(__name__).joinpath(runner_file(language)).read_bytes()
+
+
+#: Fixed metadata for every zip entry, so the same files give the same bytes (and so the
+#: same content address) in every process: the blob is uploaded once, ever.
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+_ZIP_MODE = 0o644 << 16
+
+
+@functools.cache
+def cloudpickle_zip() -> bytes:
+    """The client's installed cloudpickle package (pure Python) as a zip for zipimport:
+    its `.py` files (no bytecode: the node compiles them for its own Python) and its
+    licence, sorted, with fixed timestamps and modes. Built once per process."""
+    import cloudpickle
+
+    package = Path(cloudpickle.__file__).resolve().parent
+    entries = {
+        f"cloudpickle/{path.relative_to(package).as_posix()}": path.read_bytes()
+        for path in package.rglob("*.py")
+        if "__pycache__" not in path.parts
+    }
+    for licence in _licence_files():
+        entries[f"cloudpickle-{cloudpickle.__version__}.dist-info/{licence.name}"] = (
+            licence.read_bytes()
+        )
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name in sorted(entries):
+            info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
+            info.external_attr = _ZIP_MODE
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, entries[name], compresslevel=9)
+    return buffer.getvalue()
+
+
+def _licence_files() -> list[Path]:
+    """cloudpickle's licence file(s) from its installed metadata (BSD: ship the notice)."""
+    try:
+        files = metadata.distribution("cloudpickle").files or []
+    except metadata.PackageNotFoundError:
+        return []
+    found = [
+        Path(str(f.locate())) for f in files if f.name.upper().startswith(("LICENSE", "LICENCE"))
+    ]
+    return sorted(p for p in found if p.is_file())
 
 
 def command_line(
@@ -64,3 +119,15 @@ def command_line(
         argv += ["--file", source_file, "--function", function_name]
     argv += ["--args", args_file, "--out", out_file]
     return shlex.join(argv)
+
+
+__all__ = [
+    "CLOUDPICKLE_ZIP",
+    "INTERPRETERS",
+    "RUNNER_FILES",
+    "Language",
+    "cloudpickle_zip",
+    "command_line",
+    "runner_bytes",
+    "runner_file",
+]

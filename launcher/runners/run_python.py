@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """batchlaunch's node-side runner for Python functions (shipped to nodes as a resource file).
 
-Self-contained on purpose: a node has the runtime's Python and cloudpickle, never batchlaunch,
-so this file imports only the standard library and cloudpickle. The client imports the
-payload-format helpers below from here (`launcher.pickling`, `launcher.envelope`) so the two
-sides cannot drift apart.
+Self-contained on purpose: a node has the runtime's Python, never batchlaunch, so this file
+imports only the standard library and cloudpickle. The cloudpickle it uses is the client's
+own, shipped as ``cloudpickle.zip`` beside this file and put first on ``sys.path``
+(zipimport): a node whose Python has another cloudpickle version, or none, still loads the
+payloads with the version that wrote them. Without the zip it falls back to the node's
+installed cloudpickle. The client imports the payload-format helpers below from here
+(`launcher.pickling`, `launcher.envelope`) so the two sides cannot drift apart.
 
 Usage (what a task runs, in its working directory)::
 
@@ -50,6 +53,25 @@ from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
+RUNNER_NAME = "run_python.py"
+#: The client's own cloudpickle (a zip of the pure-Python package), shipped beside this file.
+CLOUDPICKLE_ZIP = "cloudpickle.zip"
+
+
+def bundled_cloudpickle() -> str | None:
+    """Path of the cloudpickle zip shipped beside the runner, if there is one."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), CLOUDPICKLE_ZIP)
+    return path if os.path.isfile(path) else None
+
+
+if __name__ == "__main__":
+    # On a node: the client's cloudpickle (zipimport) wins over whatever the node's Python
+    # has installed (another version, or none), so payloads always unpickle with the
+    # version that pickled them. The client imports this module and keeps its own.
+    _ZIP = bundled_cloudpickle()
+    if _ZIP is not None:
+        sys.path.insert(0, _ZIP)
+
 try:
     import cloudpickle
 except ImportError:  # reported by main() as a clear error envelope, not a crash
@@ -57,7 +79,6 @@ except ImportError:  # reported by main() as a clear error envelope, not a crash
 
 MAGIC = b"BATCHLAUNCH-PAYLOAD/1 "
 FORMAT_VERSION = 1
-RUNNER_NAME = "run_python.py"
 ENVELOPE_PROTOCOL = 4
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -199,16 +220,36 @@ def check_version(header: dict[str, Any], path: str) -> Outcome | None:
     )
 
 
+def cloudpickle_origin() -> str:
+    """`3.1.2 (shipped by the client)` or `2.1.0 (installed: /path)`, for error messages."""
+    if cloudpickle is None:
+        return "none"
+    where = str(getattr(cloudpickle, "__file__", "?"))
+    zipped = bundled_cloudpickle()
+    if zipped is not None and where.startswith(zipped + os.sep):
+        return f"{cloudpickle.__version__} (shipped by the client)"
+    return f"{cloudpickle.__version__} (installed: {os.path.dirname(where)})"
+
+
 def load_error(exc: BaseException, what: str, header: dict[str, Any]) -> Outcome:
-    """An unpickling failure, with the version facts that usually explain it."""
-    outcome = error_outcome(exc, remote_traceback(exc))
-    hint = (
-        f" (while loading the {what}; pickled with Python {header.get('python')} and "
-        f"cloudpickle {header.get('cloudpickle')}, node has Python "
-        f"{base_header('result')['python']} and cloudpickle {cloudpickle.__version__}; "
-        "a missing module must be installed on the node via [runtime] packages)"
+    """An unpickling failure, with the version facts that usually explain it. The outcome
+    carries no exception bytes: the client raises it as a load error with this message,
+    never as a bare rebuilt AttributeError/ModuleNotFoundError that lost the hint."""
+    _, _, tb_text, type_name, message = error_outcome(exc, remote_traceback(exc))
+    missing = getattr(exc, "name", None) if isinstance(exc, ImportError) else None
+    advice = (
+        f"module {missing!r} is not importable on the node: install it there via "
+        "[runtime] packages, or if it is your own code, do not pass it in by_reference"
+        if missing
+        else "a missing module must be installed on the node via [runtime] packages"
     )
-    return (*outcome[:4], str(outcome[4]) + hint)
+    hint = (
+        f" (while loading the {what}: pickled on the client with Python "
+        f"{header.get('python')} and cloudpickle {header.get('cloudpickle')}; this node has "
+        f"Python {base_header('result')['python']} ({sys.executable}) and cloudpickle "
+        f"{cloudpickle_origin()}; {advice})"
+    )
+    return ("error", None, tb_text, type_name, message + hint)
 
 
 def load(function_path: str, args_path: str) -> tuple[Callable[..., Any], list[Any], bool]:
@@ -285,9 +326,10 @@ def run(function_path: str, args_path: str) -> tuple[dict[str, Any], int | None]
     if cloudpickle is None:
         envelope["setup_error"] = runner_error(
             MISSING_PACKAGE,
-            f"cloudpickle is not installed for this node's Python ({sys.executable}); the "
-            "runtime's start task installs it: check [runtime] language/version and the "
-            "start task's log",
+            f"cloudpickle cannot be imported: {CLOUDPICKLE_ZIP} is not beside the runner "
+            f"and this node's Python ({sys.executable}) has no cloudpickle installed; the "
+            f"executor ships {CLOUDPICKLE_ZIP} with every Python task: check the task's "
+            "resource files",
         )
         envelope["finished"] = time.time()
         return envelope, None

@@ -4,11 +4,14 @@ by the tests of a language (each test gets its own job), deleted when the sessio
 
 from __future__ import annotations
 
+import json
+import os
+import shlex
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import cloudpickle
 import pytest
 
 from launcher.client import Client
@@ -16,15 +19,17 @@ from launcher.client import Client
 ParamsFactory = Callable[..., Path]
 
 
-def node_python(home: Path) -> str:
-    """`[runtime]` lines giving the nodes the client's cloudpickle (this machine's python3
-    has another version; a real pool gets it from `packages = ["cloudpickle==X"]`, which
-    needs PyPI over TLS from the node): a site dir holding only cloudpickle."""
-    site = home / "node-site"
-    if not site.exists():
-        site.mkdir()
-        (site / "cloudpickle").symlink_to(Path(cloudpickle.__file__).parent)
-    return f'[runtime.environment]\nPYTHONPATH = "{site}"'
+def bare_node_python(home: Path) -> str:
+    """`[runtime]` lines giving the nodes a python3 with NO cloudpickle at all (the client's
+    Python under `-S`: standard library only): function shipping must bring its own."""
+    bin_dir = home / "bare-python-bin"
+    if not bin_dir.exists():
+        bin_dir.mkdir()
+        wrapper = bin_dir / "python3"
+        wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -S "$@"\n')
+        wrapper.chmod(0o755)
+    path = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}"
+    return f"[runtime.environment]\nPATH = {json.dumps(path)}"
 
 
 def write_params(
@@ -88,8 +93,8 @@ def pools_to_delete(emulator: Any, fx_home: Path) -> Iterator[list[Path]]:
 
 @pytest.fixture(scope="session")
 def py_params(emulator: Any, fx_home: Path, pools_to_delete: list[Path]) -> Path:
-    """The shared Python pool: 2 nodes x 4 slots."""
-    path = write_params(fx_home / "python.toml", emulator.endpoint, extra=node_python(fx_home))
+    """The shared Python pool: 2 nodes x 4 slots, whose python3 has no cloudpickle."""
+    path = write_params(fx_home / "python.toml", emulator.endpoint, extra=bare_node_python(fx_home))
     pools_to_delete.append(path)
     return path
 

@@ -1,9 +1,9 @@
 """The function examples (examples/python-map, r-function, julia-function) on the emulator.
 
-Each example's own parameter file is loaded with the test's emulator as endpoint; the
-Python pool gets the client's cloudpickle through conftest.node_python (the example asks
-for it through `[runtime] packages`, which needs PyPI over TLS from the node). The Julia
-example runs as far as this machine allows: no Julia binary here.
+Each example's own parameter file is loaded with the test's emulator as endpoint, nothing
+else changed (the Python example's nodes use this machine's python3 with whatever
+cloudpickle it has, or none: the executor ships the client's). The Julia example runs as far
+as this machine allows: no Julia binary here.
 """
 
 from __future__ import annotations
@@ -23,9 +23,8 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from launcher import envelope, runners
 from launcher.executor import BatchExecutor
-from launcher.params import load_params
+from launcher.params import PythonRuntime, load_params
 from launcher.remote_errors import RemoteError
-from tests.executor.conftest import node_python
 
 pytestmark = pytest.mark.emulator
 
@@ -41,17 +40,12 @@ def load_example(path: Path) -> ModuleType:
     return module
 
 
-def test_python_map_example(emulator: Any, fx_home: Path) -> None:
-    environment = node_python(fx_home).split("\n", 1)[1]  # PYTHONPATH = "..."
-    site = environment.split('"')[1]
+def test_python_map_example(emulator: Any) -> None:
     params = load_params(
-        EXAMPLES / "python-map" / "params.toml",
-        overrides={
-            "batch.endpoint": emulator.endpoint,
-            "runtime.packages": [],
-            "runtime.environment": {"PYTHONPATH": site},
-        },
+        EXAMPLES / "python-map" / "params.toml", overrides={"batch.endpoint": emulator.endpoint}
     )
+    runtime = params.runtime
+    assert isinstance(runtime, PythonRuntime) and not runtime.packages and not runtime.environment
     pi = load_example(EXAMPLES / "python-map" / "pi.py")
     value = pi.estimate_pi(params)
     # 2,000,000 draws: the standard error of the estimate is ~0.0012

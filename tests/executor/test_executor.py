@@ -1,8 +1,9 @@
 """`BatchExecutor` against the emulator: real tasks on the emulator's nodes (processes on this
 machine), real uploads to the local store, results through OutputFiles.
 
-The nodes' python3 sees only the standard library and cloudpickle (conftest.node_python):
-not batchlaunch, not the tests, not the user's modules.
+The shared pool's python3 sees only the standard library (conftest.bare_node_python: no
+cloudpickle, not batchlaunch, not the tests, not the user's modules); the executor ships the
+client's cloudpickle beside the runner.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import cloudpickle
 import pytest
 
 import launcher.pickling
+from launcher import runners
 from launcher.executor import BatchExecutor, BatchFuture, PoolUnusable, r
-from launcher.gather import gather, reduce_as_completed
+from launcher.fetch import gather, reduce_as_completed
 from launcher.remote_errors import (
+    PayloadLoadError,
     PayloadTooLarge,
     PythonVersionMismatch,
     RemoteError,
@@ -32,6 +36,7 @@ from launcher.remote_errors import (
     TaskTimedOut,
 )
 from tests.executor.conftest import ParamsFactory
+from tests.functions.node import STALE_MISSING, STALE_VERSION, stale_cloudpickle_site
 
 pytestmark = pytest.mark.emulator
 
@@ -173,7 +178,8 @@ def test_exceptions_come_back_with_type_and_remote_traceback(
         return a / b
 
     def missing_key() -> Any:
-        return {}["nope"]
+        empty: dict[str, int] = {}
+        return empty["nope"]
 
     def crash() -> None:
         sys.stderr.write("about to die\n")
@@ -299,16 +305,78 @@ def test_as_completed_wait_gather_and_reduce(py_params: Path) -> None:
             gather([ex.submit(maybe, i) for i in range(3)])
 
 
+# ---- cloudpickle on the nodes ----------------------------------------------------------
+
+
+def where_is_cloudpickle() -> tuple[str, str, int]:
+    """Run on a node: which cloudpickle the runner loaded, and whether site was off."""
+    module = sys.modules["cloudpickle"]
+    return module.__version__, str(module.__file__), sys.flags.no_site
+
+
+def test_node_python_without_cloudpickle_runs_functions(py_params: Path) -> None:
+    with BatchExecutor(py_params, keep_pool=True) as ex:
+        fut = ex.submit(where_is_cloudpickle)
+        version, file, no_site = fut.result(timeout=60)
+        assert no_site == 1  # the node's python3 is `python -S`: no cloudpickle of its own
+        assert version == cloudpickle.__version__
+        assert f"{os.sep}{runners.CLOUDPICKLE_ZIP}{os.sep}cloudpickle" in file
+        task = ex.client.batch.get_task(ex.job_id, fut.task_id)
+        shipped = {rf.file_path: rf.http_url for rf in task.resource_files}
+        assert runners.CLOUDPICKLE_ZIP in shipped and runners.runner_file("python") in shipped
+        # content-addressed: one blob whatever the number of tasks and executors
+        zips = [b for b in store_blobs(ex, "cas/") if b.endswith("/" + runners.CLOUDPICKLE_ZIP)]
+        assert len(zips) == 1 and shipped[runners.CLOUDPICKLE_ZIP].endswith(zips[0])
+
+
+def test_node_with_another_cloudpickle_version_runs_functions(
+    params_factory: ParamsFactory, tmp_path: Path
+) -> None:
+    """The nodes' python3 imports a stale cloudpickle (2.1.0, which cannot load a 3.x
+    function pickle) unless the runner puts the shipped one first."""
+    site = stale_cloudpickle_site(tmp_path)
+    params = params_factory(
+        pool_id=f"fx-stale-{uuid.uuid4().hex[:6]}",
+        nodes=1,
+        slots=2,
+        extra=f'[runtime.environment]\nPYTHONPATH = "{site}"',
+    )
+
+    def node_sees() -> tuple[tuple[str, str, int], bool]:
+        return where_is_cloudpickle(), str(site) in sys.path
+
+    with BatchExecutor(params, keep_pool=False) as ex:
+        (version, file, _), stale_on_path = ex.submit(node_sees).result(timeout=60)
+    assert stale_on_path  # the node's python3 would import the stale copy by itself
+    assert version == cloudpickle.__version__ != STALE_VERSION
+    assert runners.CLOUDPICKLE_ZIP in file and str(site) not in file
+
+
+def test_function_that_fails_to_load_on_the_node_keeps_the_hint(
+    py_params: Path, local_module: ModuleType
+) -> None:
+    name = local_module.__name__
+    with BatchExecutor(py_params, keep_pool=True, by_reference=[name]) as ex:
+        single = ex.submit(local_module.model, 1)
+        mapped = ex.map(local_module.model, [1, 2, 3], chunksize=3)
+        with pytest.raises(PayloadLoadError) as info:
+            single.result(timeout=60)
+        with pytest.raises(PayloadLoadError):
+            next(mapped)
+    err = info.value
+    assert isinstance(err, RemoteError) and err.type_name == "ModuleNotFoundError"
+    text = str(err)
+    assert f"module {name!r} is not importable on the node" in text
+    assert "while loading the function" in text and "[runtime] packages" in text
+    assert f"cloudpickle {cloudpickle.__version__}" in text and single.task_id in text
+    assert STALE_MISSING not in text
+
+
 # ---- cancel -------------------------------------------------------------------------
 
 
 def test_shutdown_cancel_futures_terminates_queued_tasks(params_factory: ParamsFactory) -> None:
-    from tests.executor.conftest import node_python
-
-    home = Path(os.environ["BATCHLAUNCH_HOME"])
-    params = params_factory(
-        pool_id=f"fx-one-{uuid.uuid4().hex[:6]}", nodes=1, slots=1, extra=node_python(home)
-    )
+    params = params_factory(pool_id=f"fx-one-{uuid.uuid4().hex[:6]}", nodes=1, slots=1)
 
     def nap(i: int) -> int:
         time.sleep(1.5)
@@ -408,10 +476,9 @@ def test_r_function_runs_for_real(r_params: Path, tmp_path: Path) -> None:
 def test_preempted_node_requeues_and_the_rerun_resolves_the_future(
     emulator_factory: Any, tmp_path: Path
 ) -> None:
-    from tests.executor.conftest import node_python, write_params
+    from tests.executor.conftest import write_params
 
     info = emulator_factory(preempt_rate=1.0, seed=7)  # every low-priority node, once
-    home = Path(os.environ["BATCHLAUNCH_HOME"])
     params = write_params(
         tmp_path / "spot.toml",
         info.endpoint,
@@ -419,7 +486,6 @@ def test_preempted_node_requeues_and_the_rerun_resolves_the_future(
         nodes=0,
         low_priority=1,
         slots=1,
-        extra=node_python(home),
     )
 
     def nap(x: int) -> int:

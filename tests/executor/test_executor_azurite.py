@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from launcher.executor import BatchExecutor
-from tests.executor.conftest import node_python, write_params
+from tests.executor.conftest import write_params
 
 pytestmark = [pytest.mark.emulator, pytest.mark.azurite]
 
@@ -25,7 +25,6 @@ def test_map_and_errors_over_azurite(
         pool_id="fx-azurite",
         nodes=1,
         slots=4,
-        extra=node_python(fx_home),
     )
     text = params.read_text().replace('url = "local"', 'url = "azurite"')
     params.write_text(text.replace('container = "batchlaunch"', 'container = "fx-azurite"'))

@@ -9,7 +9,7 @@ from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 
 import pytest
 
-from launcher.gather import gather, reduce_as_completed
+from launcher.fetch import gather, reduce_as_completed
 
 
 def test_gather_keeps_submission_order_not_completion_order() -> None:
@@ -29,8 +29,8 @@ def test_gather_keeps_submission_order_not_completion_order() -> None:
 def test_gather_raises_the_first_failure_without_waiting_for_the_rest() -> None:
     release = threading.Event()
     with ThreadPoolExecutor(2) as pool:
-        blocked = pool.submit(release.wait, 10)
-        failing = pool.submit(lambda: 1 / 0)
+        blocked: Future[object] = pool.submit(release.wait, 10)
+        failing: Future[object] = pool.submit(lambda: 1 / 0)
         started = time.monotonic()
         with pytest.raises(ZeroDivisionError):
             gather([blocked, failing])
@@ -59,10 +59,16 @@ def test_gather_timeout() -> None:
         gather([never], timeout=0.1)
 
 
+def _nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
 def test_reduce_as_completed_folds_in_completion_order_and_cancels_on_error() -> None:
     with ThreadPoolExecutor(3) as pool:
-        futures = [pool.submit(lambda d=d: (time.sleep(d), d)[1]) for d in (0.3, 0.0, 0.15)]
-        order = reduce_as_completed(lambda acc, x: [*acc, x], futures, [])
+        futures = [pool.submit(_nap, d) for d in (0.3, 0.0, 0.15)]
+        start: list[float] = []
+        order = reduce_as_completed(lambda acc, x: [*acc, x], futures, start)
         assert order == [0.0, 0.15, 0.3]
     pending: Future[int] = Future()
     bad: Future[int] = Future()
@@ -70,3 +76,13 @@ def test_reduce_as_completed_folds_in_completion_order_and_cancels_on_error() ->
     with pytest.raises(ValueError, match="bad"):
         reduce_as_completed(lambda acc, x: acc + x, [bad, pending], 0)
     assert pending.cancelled()
+
+
+def test_package_exports_the_functions_lazily() -> None:
+    """`from launcher import gather` is the function however often it is looked up (the
+    module is `launcher.fetch`, so no submodule attribute can shadow it)."""
+    import launcher
+
+    assert "gather" in launcher.__all__ and "reduce_as_completed" in launcher.__all__
+    assert launcher.gather is gather and launcher.gather is gather  # twice: still the function
+    assert launcher.reduce_as_completed is reduce_as_completed

@@ -1,7 +1,9 @@
 """Run a function task the way a node does: runner file + payloads in a task working dir,
 AZ_BATCH_* variables set, the command from `launcher.runners.command_line` executed without
-a shell. The Python "node" sees the standard library and cloudpickle only (python -S plus a
-PYTHONPATH holding just cloudpickle): not batchlaunch, not the tests, not the user's files."""
+a shell. The Python "node" is `python -S`: the standard library only (no site-packages, so
+no cloudpickle of its own), plus the cloudpickle.zip the executor ships beside the runner:
+not batchlaunch, not the tests, not the user's files. `stale_cloudpickle_site` gives a node
+another cloudpickle version instead."""
 
 from __future__ import annotations
 
@@ -39,12 +41,26 @@ class TaskRun:
         )
 
 
-def node_site(root: Path) -> Path:
-    """A site dir with only cloudpickle in it (what the runtime's start task installs)."""
-    site = root / "node-site"
+#: The version the stale copy claims, and the internal it lacks: cloudpickle 2.1.0 has no
+#: `_function_setstate`, so loading a 3.x function pickle fails with an AttributeError.
+STALE_VERSION = "2.1.0"
+STALE_MISSING = "_function_setstate"
+
+
+def stale_cloudpickle_site(root: Path) -> Path:
+    """A site dir holding a cloudpickle that behaves like an older release installed on the
+    node: a copy of the client's with the version set to 2.1.0 and `_function_setstate`
+    removed (exactly how a real 2.1.0 fails on a 3.x payload: AttributeError)."""
+    site = root / "stale-site"
     if not site.exists():
-        site.mkdir(parents=True)
-        (site / "cloudpickle").symlink_to(Path(cloudpickle.__file__).parent)
+        package = site / "cloudpickle"
+        package.mkdir(parents=True)
+        for path in Path(cloudpickle.__file__).parent.glob("*.py"):
+            (package / path.name).write_bytes(path.read_bytes())
+        with (package / "__init__.py").open("a") as f:
+            f.write(f"\n__version__ = {STALE_VERSION!r}\n")
+        with (package / "cloudpickle.py").open("a") as f:
+            f.write(f"\ndel {STALE_MISSING}\n")
     return site
 
 
@@ -74,10 +90,20 @@ def node_env(root: Path, wd: Path, task_id: str, pythonpath: Path | None = None)
 
 
 def start_python_task(
-    root: Path, task_id: str, function_payload: bytes, args_payload: bytes
+    root: Path,
+    task_id: str,
+    function_payload: bytes,
+    args_payload: bytes,
+    *,
+    bundle: bool = True,
+    site: Path | None = None,
 ) -> tuple[subprocess.Popen[bytes], Path]:
+    """Start the runner as a node would. `bundle`: ship cloudpickle.zip beside it (as the
+    executor does); `site`: the node's installed packages (PYTHONPATH), none by default."""
     wd = task_dir(root, task_id)
     (wd / runners.runner_file("python")).write_bytes(runners.runner_bytes("python"))
+    if bundle:
+        (wd / runners.CLOUDPICKLE_ZIP).write_bytes(runners.cloudpickle_zip())
     fn_file = envelope.function_file(content_hash(function_payload))
     (wd / fn_file).write_bytes(function_payload)
     (wd / envelope.ARGS_PICKLE).write_bytes(args_payload)
@@ -90,7 +116,7 @@ def start_python_task(
     argv = shlex.split(command)
     assert argv[0] == "python3"
     argv[0:1] = [sys.executable, "-S"]  # the runtime's python3, without site-packages
-    env = node_env(root, wd, task_id, node_site(root))
+    env = node_env(root, wd, task_id, site)
     proc = subprocess.Popen(argv, cwd=wd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     return proc, wd
 
@@ -105,9 +131,17 @@ def finish(
 
 
 def run_python_task(
-    root: Path, task_id: str, function_payload: bytes, args_payload: bytes
+    root: Path,
+    task_id: str,
+    function_payload: bytes,
+    args_payload: bytes,
+    *,
+    bundle: bool = True,
+    site: Path | None = None,
 ) -> TaskRun:
-    proc, wd = start_python_task(root, task_id, function_payload, args_payload)
+    proc, wd = start_python_task(
+        root, task_id, function_payload, args_payload, bundle=bundle, site=site
+    )
     return finish(proc, wd, envelope.RESULT_PICKLE)
 
 

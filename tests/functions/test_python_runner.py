@@ -3,21 +3,26 @@ batchlaunch and no user files on its sys.path), read back with launcher.envelope
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import signal
 import subprocess
 import sys
 import time
 import traceback
+import zipfile
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import cloudpickle
 import pytest
 
-from launcher import envelope
+from launcher import envelope, runners
 from launcher.pickling import dumps_args, dumps_chunk, dumps_function
 from launcher.remote_errors import (
+    PayloadLoadError,
     PythonVersionMismatch,
     RemoteError,
     ResultUnreadable,
@@ -26,7 +31,14 @@ from launcher.remote_errors import (
 )
 from launcher.runners import run_python as rp
 
-from .node import finish, run_python_task, start_python_task
+from .node import (
+    STALE_MISSING,
+    STALE_VERSION,
+    finish,
+    run_python_task,
+    stale_cloudpickle_site,
+    start_python_task,
+)
 
 
 def one(outcomes: list[envelope.Outcome]) -> envelope.Outcome:
@@ -247,30 +259,99 @@ def test_usage_error_and_foreign_payload(tmp_path: Path) -> None:
         crashed[0].result()
 
 
-def test_node_without_cloudpickle_gets_a_clear_error(tmp_path: Path) -> None:
-    def f() -> int:
-        return 1
+def where_is_cloudpickle() -> tuple[str, str, int]:
+    """Run on the node: which cloudpickle the runner imported, and whether site was off."""
+    import sys
 
-    proc, wd = start_python_task(tmp_path, "t16", dumps_function(f), dumps_args())
-    run = finish(proc, wd, envelope.RESULT_PICKLE)
-    assert run.exit_code == 0
-    # the same runner on a node whose Python lacks cloudpickle (no PYTHONPATH, -S)
-    argv = [
-        sys.executable,
-        "-S",
-        rp.__file__,
-        "--function",
-        str(next(wd.glob("function-*"))),
-        "--args",
-        str(wd / envelope.ARGS_PICKLE),
-        "--out",
-        str(wd / "bare.pkl"),
-    ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    bare = subprocess.run(argv, cwd=wd, env=env, capture_output=True, text=True, timeout=60)
-    assert bare.returncode == 0, bare.stderr
-    with pytest.raises(RemoteError, match="cloudpickle is not installed"):
-        envelope.read_python_result(wd / "bare.pkl").result()
+    module = sys.modules["cloudpickle"]
+    return module.__version__, str(module.__file__), sys.flags.no_site
+
+
+def test_node_python_without_cloudpickle_uses_the_shipped_zip(tmp_path: Path) -> None:
+    # `python -S`, no PYTHONPATH: the node's Python has no cloudpickle at all
+    check = subprocess.run(
+        [sys.executable, "-S", "-c", "import cloudpickle"], env={}, capture_output=True
+    )
+    assert check.returncode != 0
+    run = run_python_task(tmp_path, "t16", dumps_function(where_is_cloudpickle), dumps_args())
+    assert run.exit_code == 0, run.stderr
+    version, file, no_site = one(run.outcomes("python")).result()
+    assert version == cloudpickle.__version__ and no_site == 1
+    assert file.startswith(str(run.wd / runners.CLOUDPICKLE_ZIP) + os.sep)
+    header, _ = rp.unpack(run.result.read_bytes())
+    assert header["cloudpickle"] == cloudpickle.__version__  # the result says so too
+
+
+def test_shipped_zip_wins_over_another_installed_version(tmp_path: Path) -> None:
+    site = stale_cloudpickle_site(tmp_path)
+    run = run_python_task(
+        tmp_path, "t17", dumps_function(where_is_cloudpickle), dumps_args(), site=site
+    )
+    assert run.exit_code == 0, run.stderr
+    version, file, _ = one(run.outcomes("python")).result()
+    assert version == cloudpickle.__version__ != STALE_VERSION
+    assert runners.CLOUDPICKLE_ZIP in file and str(site) not in file
+
+
+def test_another_version_without_the_zip_keeps_the_runners_hint(tmp_path: Path) -> None:
+    """What used to reach the client as a bare AttributeError: a load error whose message
+    says what failed to load and why, with the versions on both sides."""
+    site = stale_cloudpickle_site(tmp_path)
+    run = run_python_task(
+        tmp_path, "t18", dumps_function(where_is_cloudpickle), dumps_args(), bundle=False, site=site
+    )
+    assert run.exit_code == 0, run.stderr
+    outcomes = run.outcomes("python", expected=2)
+    for outcome in outcomes:  # every call of the task gets it
+        with pytest.raises(PayloadLoadError) as info:
+            outcome.result()
+        err = info.value
+        assert isinstance(err, RemoteError) and not isinstance(err, AttributeError)
+        assert err.type_name == "AttributeError" and STALE_MISSING in err.message
+        text = str(err)
+        assert "while loading the function" in text
+        assert f"cloudpickle {cloudpickle.__version__}" in text  # the client's
+        assert f"cloudpickle {STALE_VERSION} (installed: {site / 'cloudpickle'})" in text
+        assert "remote python traceback" in text and "stderr.txt" in text
+    assert "nothing ran" in run.stderr and STALE_MISSING in run.stderr
+
+
+def test_module_missing_on_the_node_names_it(tmp_path: Path, userlib: ModuleType) -> None:
+    payload = dumps_function(userlib.scaled, by_reference=[userlib.__name__])
+    run = run_python_task(tmp_path, "t19", payload, dumps_args((1,)))
+    with pytest.raises(PayloadLoadError) as info:
+        one(run.outcomes("python")).result()
+    text = str(info.value)
+    assert info.value.type_name == "ModuleNotFoundError"
+    assert f"module {userlib.__name__!r} is not importable on the node" in text
+    assert "[runtime] packages" in text and "(shipped by the client)" in text
+
+
+def test_node_without_any_cloudpickle_gets_a_clear_error(tmp_path: Path) -> None:
+    run = run_python_task(
+        tmp_path, "t20", dumps_function(where_is_cloudpickle), dumps_args(), bundle=False
+    )
+    assert run.exit_code == 0, run.stderr
+    with pytest.raises(RemoteError, match="cloudpickle cannot be imported") as info:
+        one(run.outcomes("python")).result()
+    assert runners.CLOUDPICKLE_ZIP in str(info.value)
+
+
+def test_cloudpickle_zip_is_the_same_bytes_in_every_process(tmp_path: Path) -> None:
+    data = runners.cloudpickle_zip()
+    code = (
+        "import hashlib, sys; from launcher.runners import cloudpickle_zip; "
+        "sys.stdout.write(hashlib.sha256(cloudpickle_zip()).hexdigest())"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert other.stdout == hashlib.sha256(data).hexdigest()
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        names = archive.namelist()
+        assert names == sorted(names) and "cloudpickle/cloudpickle.py" in names
+        assert not [n for n in names if n.endswith(".pyc")]
+        assert {i.date_time for i in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
 
 
 def test_runner_parses_as_python_3_8(repo_root: Path) -> None:
