@@ -14,6 +14,7 @@ import mimetypes
 import os
 import random
 import re
+import shutil
 import stat
 import time
 import uuid
@@ -479,7 +480,7 @@ async def list_extensions(call: Call) -> Response:
 async def list_node_files(call: Call) -> Response:
     node = call.service.node(call["poolId"], call["nodeId"])
     base = f"{call.service.base_url}/pools/{node.pool.id}/nodes/{node.id}/files"
-    return file_listing(call, node.root, base, f"/pools/{node.pool.id}/nodes/{node.id}/files")
+    return await file_listing(call, node.root, base, f"/pools/{node.pool.id}/nodes/{node.id}/files")
 
 
 @route("GET", "/pools/{poolId}/nodes/{nodeId}/files/{path}")
@@ -509,7 +510,7 @@ async def head_node_file(call: Call) -> Response:
 @route("DELETE", "/pools/{poolId}/nodes/{nodeId}/files/{path}")
 async def delete_node_file(call: Call) -> Response:
     node = call.service.node(call["poolId"], call["nodeId"])
-    return delete_file(call, node.root, call["path"])
+    return await delete_file(call, node.root, call["path"])
 
 
 # ---------------------------------------------------------------------- jobs
@@ -685,7 +686,9 @@ def _task_root(call: Call) -> tuple[Path | None, str]:
 @route("GET", "/jobs/{jobId}/tasks/{taskId}/files")
 async def list_task_files(call: Call) -> Response:
     root, base = _task_root(call)
-    return file_listing(call, root, base, f"/jobs/{call['jobId']}/tasks/{call['taskId']}/files")
+    return await file_listing(
+        call, root, base, f"/jobs/{call['jobId']}/tasks/{call['taskId']}/files"
+    )
 
 
 @route("GET", "/jobs/{jobId}/tasks/{taskId}/files/{path}")
@@ -703,7 +706,7 @@ async def head_task_file(call: Call) -> Response:
 @route("DELETE", "/jobs/{jobId}/tasks/{taskId}/files/{path}")
 async def delete_task_file(call: Call) -> Response:
     root, _ = _task_root(call)
-    return delete_file(call, root, call["path"])
+    return await delete_file(call, root, call["path"])
 
 
 # ---------------------------------------------------------------------- files
@@ -734,25 +737,32 @@ def _file_props(path: Path) -> dict[str, Any]:
     return props
 
 
-def file_listing(call: Call, root: Path | None, base: str, path: str) -> Response:
+async def file_listing(call: Call, root: Path | None, base: str, path: str) -> Response:
     recursive = call.query.get("recursive", "").lower() == "true"
-    entries: list[dict[str, Any]] = []
-    if root is not None and root.is_dir():
-        walker = sorted(root.rglob("*")) if recursive else sorted(root.iterdir())
-        for entry in walker:
-            try:
-                rel = entry.relative_to(root).as_posix()
-                entries.append(
-                    {
-                        "name": rel,
-                        "url": f"{base}/{quote(rel)}",
-                        "isDirectory": entry.is_dir(),
-                        "properties": _file_props(entry),
-                    }
-                )
-            except OSError:
-                continue
+    entries = await asyncio.to_thread(_walk, root, base, recursive)
     return lister(call, lambda: entries, lambda e: e, "files", path)
+
+
+def _walk(root: Path | None, base: str, recursive: bool) -> list[dict[str, Any]]:
+    """Directory entries in Batch's file-list shape (on a worker thread: trees can be big)."""
+    entries: list[dict[str, Any]] = []
+    if root is None or not root.is_dir():
+        return entries
+    walker = sorted(root.rglob("*")) if recursive else sorted(root.iterdir())
+    for entry in walker:
+        try:
+            rel = entry.relative_to(root).as_posix()
+            entries.append(
+                {
+                    "name": rel,
+                    "url": f"{base}/{quote(rel)}",
+                    "isDirectory": entry.is_dir(),
+                    "properties": _file_props(entry),
+                }
+            )
+        except OSError:
+            continue
+    return entries
 
 
 def _parse_range(header: str, size: int) -> tuple[int, int]:
@@ -827,16 +837,14 @@ async def _chunks(path: Path, start: int, length: int) -> AsyncIterator[bytes]:
         handle.close()
 
 
-def delete_file(call: Call, root: Path | None, rel: str) -> Response:
+async def delete_file(call: Call, root: Path | None, rel: str) -> Response:
     path = _resolve(root, rel)
     if path.is_dir():
         if call.query.get("recursive", "").lower() != "true" and any(path.iterdir()):
             raise BatchError(
                 "DirectoryNotEmpty", "The directory is not empty; use recursive=true.", 409
             )
-        import shutil
-
-        shutil.rmtree(path)
+        await asyncio.to_thread(shutil.rmtree, path)
     else:
         path.unlink()
     return reply(200)

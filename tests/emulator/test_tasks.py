@@ -387,6 +387,13 @@ def test_task_files(batch_client: Any, pool: str) -> None:
     batch_client.delete_task_file(job_id, "files", name)
     with pytest.raises(ResourceNotFoundError):
         batch_client.get_task_file_properties(job_id, "files", name)
+    with pytest.raises(ResourceExistsError):
+        batch_client.delete_task_file(job_id, "files", "wd")
+    batch_client.delete_task_file(job_id, "files", "wd", recursive=True)
+    assert {f.name for f in batch_client.list_task_files(job_id, "files")} == {
+        "stdout.txt",
+        "stderr.txt",
+    }
 
 
 def test_job_priority_orders_scheduling(batch_client: Any) -> None:
