@@ -7,6 +7,7 @@ dependency waiters and per-state counters, so that no event needs a scan over al
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -90,6 +91,7 @@ class Job:
         self.slot_counts = dict.fromkeys(TASK_BUCKETS, 0)
         self.running = 0
         self.task_serial = 0
+        self.deadline: asyncio.TimerHandle | None = None  # constraints.maxWallClockTime
 
     @property
     def id(self) -> str:

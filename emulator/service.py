@@ -903,6 +903,9 @@ class Service:
 
     def _arm_job_deadline(self, job: Job) -> None:
         """Job constraints.maxWallClockTime: the job is terminated when it runs out."""
+        if job.deadline is not None:
+            job.deadline.cancel()
+            job.deadline = None
         try:
             limit = seconds(str((job.data.get("constraints") or {}).get("maxWallClockTime") or ""))
         except ValueError:
@@ -916,7 +919,7 @@ class Service:
             if self.jobs.get(job.id) is job and job.state in ("active", "disabled", "disabling"):
                 self._complete_job(job, "MaxWallClockTimeExpiry")
 
-        asyncio.get_running_loop().call_later(max(0.0, remaining), expire)
+        job.deadline = asyncio.get_running_loop().call_later(max(0.0, remaining), expire)
 
     def _mutable_job(self, job_id: str) -> Job:
         job = self.job(job_id)
@@ -952,6 +955,7 @@ class Service:
         constraints = job.data.setdefault("constraints", {})
         constraints.setdefault("maxWallClockTime", INFINITE)
         constraints.setdefault("maxTaskRetryCount", 0)
+        self._arm_job_deadline(job)
         if job.pool_id != old_pool:
             self.jobs_by_pool.get(old_pool, set()).discard(job)
             self.jobs_by_pool.setdefault(job.pool_id, set()).add(job)

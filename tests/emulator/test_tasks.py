@@ -468,3 +468,19 @@ def test_etag_conditions(batch_client: Any, pool: str) -> None:
         )
     assert exc.value.status_code == 412
     assert batch_client.get_job(job_id).priority == 3
+
+
+def test_job_wall_clock_can_be_extended(batch_client: Any, pool: str) -> None:
+    job_id = make_job(
+        batch_client,
+        pool,
+        constraints=m.BatchJobConstraints(max_wall_clock_time=datetime.timedelta(seconds=1)),
+    )
+    batch_client.update_job(
+        job_id,
+        m.BatchJobUpdateOptions(
+            constraints=m.BatchJobConstraints(max_wall_clock_time=datetime.timedelta(hours=1))
+        ),
+    )
+    time.sleep(1.5)
+    assert batch_client.get_job(job_id).state == "active"
