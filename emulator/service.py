@@ -1462,6 +1462,11 @@ class Service:
                 "AZ_BATCH_TASK_RESERVED_EPHEMERAL_DISK_SPACE_BYTES": "1000000000",
             }
         )
+        multi = task.data.get("multiInstanceSettings")
+        if multi:
+            env.update(
+                _multi_instance_env(node, int(multi.get("numberOfInstances") or 1), task_dir)
+            )
         env.update(_env_pairs(job.data.get("commonEnvironmentSettings")))
         env.update(_env_pairs(task.data.get("environmentSettings")))
         failure: tuple[str, str, str] | None = None
@@ -1665,6 +1670,20 @@ class Service:
 def _download(task_dir: Path, wd: Path, resource_files: list[dict[str, Any]]) -> None:
     process.make_dirs(task_dir, wd)
     files.download(resource_files, wd)
+
+
+def _multi_instance_env(node: Node, instances: int, task_dir: Path) -> dict[str, str]:
+    """Multi-instance variables: the emulator runs the primary only, on this node; the list
+    names this node first, then other pool nodes (all on 127.0.0.1)."""
+    others = [n for n in node.pool.nodes.values() if n is not node][: max(0, instances - 1)]
+    hosts = ["127.0.0.1"] * (1 + len(others))
+    return {
+        "AZ_BATCH_NODE_LIST": ";".join(hosts),
+        "AZ_BATCH_HOST_LIST": ",".join(hosts),
+        "AZ_BATCH_MASTER_NODE": "127.0.0.1:6000",
+        "AZ_BATCH_IS_CURRENT_NODE_MASTER": "true",
+        "AZ_BATCH_TASK_SHARED_DIR": str(task_dir),
+    }
 
 
 def _node_dirs(root: Path, mounts: list[dict[str, Any]] | None) -> None:
