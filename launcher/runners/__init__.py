@@ -67,6 +67,11 @@ def cloudpickle_zip() -> bytes:
         for path in package.rglob("*.py")
         if "__pycache__" not in path.parts
     }
+    if "cloudpickle/__init__.py" not in entries:
+        raise RuntimeError(
+            f"cannot ship cloudpickle to the nodes: no cloudpickle/__init__.py under {package} "
+            "(installed as an egg or zip?); reinstall it as files: pip install cloudpickle"
+        )
     for licence in _licence_files():
         entries[f"cloudpickle-{cloudpickle.__version__}.dist-info/{licence.name}"] = (
             licence.read_bytes()
