@@ -91,8 +91,11 @@ def pending_tasks_formula(
     _check_count("start_nodes", start_nodes, 0, max_nodes)
     _check_count("window_minutes", window_minutes, 1, 24 * 60)
     _check_deallocation(deallocation)
-    scaled, fixed = ("$TargetLowPriorityNodes", "$TargetDedicatedNodes") if low_priority else (
-        "$TargetDedicatedNodes", "$TargetLowPriorityNodes")
+    scaled, fixed = (
+        ("$TargetLowPriorityNodes", "$TargetDedicatedNodes")
+        if low_priority
+        else ("$TargetDedicatedNodes", "$TargetLowPriorityNodes")
+    )
     lines = [
         f"// batchlaunch autoscale: pending_tasks, max {max_nodes} nodes, {deallocation}",
         f"maxNodes = {max_nodes};",

@@ -52,40 +52,74 @@ def autoscale() -> None:
 
 
 @autoscale.command()
-@click.argument("formula_file", required=False, type=click.Path(dir_okay=False,
-                                                               allow_dash=True))
-@click.option("--pending", type=click.FloatRange(0), help="$PendingTasks (default: active + "
-              "running).")
-@click.option("--active", type=click.FloatRange(0), help="$ActiveTasks (default: pending - "
-              "running).")
+@click.argument("formula_file", required=False, type=click.Path(dir_okay=False, allow_dash=True))
+@click.option(
+    "--pending", type=click.FloatRange(0), help="$PendingTasks (default: active + running)."
+)
+@click.option(
+    "--active", type=click.FloatRange(0), help="$ActiveTasks (default: pending - running)."
+)
 @click.option("--running", type=click.FloatRange(0), help="$RunningTasks (default 0).")
 @click.option("--succeeded", type=click.FloatRange(0), help="$SucceededTasks.")
 @click.option("--failed", type=click.FloatRange(0), help="$FailedTasks.")
-@click.option("--dedicated", type=click.IntRange(0), help="$CurrentDedicatedNodes, also the "
-              "starting $TargetDedicatedNodes.")
-@click.option("--low-priority", type=click.IntRange(0), help="$CurrentLowPriorityNodes, also "
-              "the starting $TargetLowPriorityNodes.")
+@click.option(
+    "--dedicated",
+    type=click.IntRange(0),
+    help="$CurrentDedicatedNodes, also the starting $TargetDedicatedNodes.",
+)
+@click.option(
+    "--low-priority",
+    type=click.IntRange(0),
+    help="$CurrentLowPriorityNodes, also the starting $TargetLowPriorityNodes.",
+)
 @click.option("--slots-per-node", type=click.IntRange(1), help="$TaskSlotsPerNode (default 1).")
 @click.option("--cpu", type=click.FloatRange(0, 100), help="$CPUPercent.")
-@click.option("--samples", "samples_file", type=click.Path(exists=True, dir_okay=False),
-              help=SAMPLES_HELP)
-@click.option("--now", "now_text", help="Evaluation time, ISO 8601 (default: the newest "
-              "sample, or the current time).")
-@click.option("--scenario", type=click.Choice(list(SCENARIOS)), help="Print the generated "
-              "formula of a scenario instead (with --max-nodes).")
+@click.option(
+    "--samples", "samples_file", type=click.Path(exists=True, dir_okay=False), help=SAMPLES_HELP
+)
+@click.option(
+    "--now",
+    "now_text",
+    help="Evaluation time, ISO 8601 (default: the newest sample, or the current time).",
+)
+@click.option(
+    "--scenario",
+    type=click.Choice(list(SCENARIOS)),
+    help="Print the generated formula of a scenario instead (with --max-nodes).",
+)
 @click.option("--max-nodes", type=click.IntRange(1), help="Maximum nodes of --scenario.")
-@click.option("--deallocation", type=click.Choice(DEALLOCATION_OPTIONS),
-              default="taskcompletion", show_default=True, help="Scale-down policy of "
-              "--scenario.")
+@click.option(
+    "--deallocation",
+    type=click.Choice(DEALLOCATION_OPTIONS),
+    default="taskcompletion",
+    show_default=True,
+    help="Scale-down policy of --scenario.",
+)
 @click.option("--utc-offset", type=float, help="workday: local time offset from UTC, hours.")
-@click.option("--dedicated-floor", type=click.IntRange(0), help="low_priority_first: "
-              "dedicated nodes always kept.")
-def check(formula_file: str | None, pending: float | None, active: float | None,
-          running: float | None, succeeded: float | None, failed: float | None,
-          dedicated: int | None, low_priority: int | None, slots_per_node: int | None,
-          cpu: float | None, samples_file: str | None, now_text: str | None,
-          scenario: str | None, max_nodes: int | None, deallocation: str,
-          utc_offset: float | None, dedicated_floor: int | None) -> None:
+@click.option(
+    "--dedicated-floor",
+    type=click.IntRange(0),
+    help="low_priority_first: dedicated nodes always kept.",
+)
+def check(
+    formula_file: str | None,
+    pending: float | None,
+    active: float | None,
+    running: float | None,
+    succeeded: float | None,
+    failed: float | None,
+    dedicated: int | None,
+    low_priority: int | None,
+    slots_per_node: int | None,
+    cpu: float | None,
+    samples_file: str | None,
+    now_text: str | None,
+    scenario: str | None,
+    max_nodes: int | None,
+    deallocation: str,
+    utc_offset: float | None,
+    dedicated_floor: int | None,
+) -> None:
     """Evaluate FORMULA_FILE (`-` for stdin) as Batch would and print its results.
 
     Prints Batch's evaluate result string
@@ -104,16 +138,24 @@ def check(formula_file: str | None, pending: float | None, active: float | None,
     except FormulaSyntaxError as exc:
         raise UserError(f"{label}:{exc.line}:{exc.column}: {exc.message} ({exc.code})") from None
 
-    given = {"active": active, "running": running, "succeeded": succeeded, "failed": failed,
-             "dedicated": dedicated, "low_priority": low_priority,
-             "slots_per_node": slots_per_node, "cpu": cpu}
+    given = {
+        "active": active,
+        "running": running,
+        "succeeded": succeeded,
+        "failed": failed,
+        "dedicated": dedicated,
+        "low_priority": low_priority,
+        "slots_per_node": slots_per_node,
+        "cpu": cpu,
+    }
     flags: dict[str, float] = {
         _FLAG_METRICS[flag]: float(value) for flag, value in given.items() if value is not None
     }
     if pending is not None or active is not None or running is not None:
         flags["PendingTasks"] = pending if pending is not None else (active or 0) + (running or 0)
-        flags["ActiveTasks"] = active if active is not None else max(
-            0.0, flags["PendingTasks"] - (running or 0))
+        flags["ActiveTasks"] = (
+            active if active is not None else max(0.0, flags["PendingTasks"] - (running or 0))
+        )
         flags["RunningTasks"] = running or 0.0
     if dedicated is not None or low_priority is not None:
         flags["SampleNodeCount"] = float((dedicated or 0) + (low_priority or 0))
@@ -124,8 +166,9 @@ def check(formula_file: str | None, pending: float | None, active: float | None,
         now = now or history.end_time() or datetime.now(UTC)
         for metric, value in flags.items():
             if history.count(metric):
-                raise UserError(f"{samples_file}: {metric} is in the file and given as a flag; "
-                                "drop one of them")
+                raise UserError(
+                    f"{samples_file}: {metric} is in the file and given as a flag; drop one of them"
+                )
             for index in range(60):
                 history.add(metric, now - index * history.period, value)
     else:
@@ -138,13 +181,19 @@ def check(formula_file: str | None, pending: float | None, active: float | None,
         error = result.error
         message = error.detail.split(": ", 1)[-1]
         statement = f" (statement: {error.statement})" if error.statement else ""
-        raise RunFailed(f"error: {label}:{error.line}:{error.column}: {error.code}: {message}"
-                        f"{statement}")
+        raise RunFailed(
+            f"error: {label}:{error.line}:{error.column}: {error.code}: {message}{statement}"
+        )
     click.echo(result.summary() + (" (stopped by stop())" if result.stopped else ""))
 
 
-def _print_scenario(scenario: str, max_nodes: int | None, deallocation: str,
-                    utc_offset: float | None, dedicated_floor: int | None) -> None:
+def _print_scenario(
+    scenario: str,
+    max_nodes: int | None,
+    deallocation: str,
+    utc_offset: float | None,
+    dedicated_floor: int | None,
+) -> None:
     if max_nodes is None:
         raise click.UsageError("--scenario needs --max-nodes N")
     options: dict[str, Any] = {"deallocation": deallocation}
@@ -169,8 +218,9 @@ def _read_formula(formula_file: str) -> tuple[str, str]:
     try:
         return formula_file, path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{formula_file}: cannot read the formula ({exc}); give a UTF-8 "
-                        "text file") from None
+        raise UserError(
+            f"{formula_file}: cannot read the formula ({exc}); give a UTF-8 text file"
+        ) from None
 
 
 def _parse_now(text: str | None) -> datetime | None:
@@ -179,8 +229,9 @@ def _parse_now(text: str | None) -> datetime | None:
     try:
         return parse_timestamp(text)
     except ValueError:
-        raise UserError(f"--now {text!r}: not an ISO 8601 time; use e.g. "
-                        "2026-01-05T10:00:00Z") from None
+        raise UserError(
+            f"--now {text!r}: not an ISO 8601 time; use e.g. 2026-01-05T10:00:00Z"
+        ) from None
 
 
 def _read_samples(path: Path) -> SampleHistory:
@@ -197,8 +248,9 @@ def _read_samples(path: Path) -> SampleHistory:
             return SampleHistory.from_dict(data)
         return _samples_from_csv(text)
     except (ValueError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: {exc}; see `batchlaunch autoscale check --help` for the "
-                        "format") from None
+        raise UserError(
+            f"{path}: {exc}; see `batchlaunch autoscale check --help` for the format"
+        ) from None
 
 
 def _samples_from_csv(text: str) -> SampleHistory:
@@ -218,8 +270,9 @@ def _samples_from_csv(text: str) -> SampleHistory:
         if len(row) > len(header):
             raise ValueError(f"line {number}: {len(row)} cells for {len(header)} columns")
         try:
-            moment = (base - timedelta(seconds=float(row[0])) if relative
-                      else parse_timestamp(row[0]))
+            moment = (
+                base - timedelta(seconds=float(row[0])) if relative else parse_timestamp(row[0])
+            )
             for metric, cell in zip(header[1:], row[1:], strict=False):
                 if cell.strip():
                     history.add(metric, moment, float(cell))
