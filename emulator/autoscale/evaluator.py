@@ -72,6 +72,11 @@ class AutoScaleRunResult:
     timestamp: datetime
     error: AutoScaleError | None = None
     stopped: bool = False
+    # How `as_batch_string` names a writable variable when not by its full name: a formula
+    # written with the legacy alias `$TargetDedicated` gets its results in the legacy shape
+    # (`$TargetDedicated=1;$NodeDeallocationOption=requeue`, Batch's own example answer);
+    # None omits the variable (the legacy shape has no low-priority target).
+    labels: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def target_dedicated(self) -> int:
@@ -90,7 +95,8 @@ class AutoScaleRunResult:
 
     def as_batch_string(self) -> str:
         """Batch's `results` string: `$TargetDedicatedNodes=1;...;$myVar=2`."""
-        return ";".join(f"{name}={format_value(value)}" for name, value in self.results.items())
+        shown = ((self.labels.get(name, name), value) for name, value in self.results.items())
+        return ";".join(f"{label}={format_value(value)}" for label, value in shown if label)
 
     def to_dict(self) -> dict[str, object]:
         """Batch's REST `autoScaleRun`: timestamp, results and (on failure) error."""
@@ -187,7 +193,20 @@ def evaluate_formula(
         results[name] = evaluator.final(name)
     for name in sorted(state.variables, key=lambda n: n.lstrip("$").lower()):
         results[name] = state.variables[name]
-    return AutoScaleRunResult(results, moment, stopped=stopped)
+    return AutoScaleRunResult(results, moment, stopped=stopped, labels=_labels(state))
+
+
+def _labels(state: _State) -> dict[str, str | None]:
+    """Name targets as the formula wrote them when it used the legacy aliases."""
+    spelled = {full: statement.target for full, statement in state.assigned.items()}
+    if spelled.get(TARGET_DEDICATED) not in WRITABLE_ALIASES:
+        return {}
+    labels: dict[str, str | None] = {
+        full: name for full, name in spelled.items() if name in WRITABLE_ALIASES
+    }
+    if TARGET_LOW_PRIORITY not in spelled:
+        labels[TARGET_LOW_PRIORITY] = None
+    return labels
 
 
 def _error(exc: FormulaEvaluationError, statement: nodes.Statement | None) -> AutoScaleError:

@@ -189,9 +189,19 @@ def test_plain_service_values_read_the_newest_sample() -> None:
 def test_writable_variables_aliases_and_result_order() -> None:
     result = run("zeta = 1; $alpha = 2; Beta = 3; $TargetDedicated = 4; "
                  "$TargetLowPriority = 5; $NodeDeallocationOption = retaineddata;")
+    # targets set through the legacy aliases are named that way (Batch's own example)
     assert result.as_batch_string() == (
-        "$TargetDedicatedNodes=4;$TargetLowPriorityNodes=5;$NodeDeallocationOption=retaineddata;"
+        "$TargetDedicated=4;$TargetLowPriority=5;$NodeDeallocationOption=retaineddata;"
         "$alpha=2;Beta=3;zeta=1")
+    assert (result.target_dedicated, result.target_low_priority) == (4, 5)
+    assert result.results["$TargetDedicatedNodes"] == 4.0
+    # Batch's example answer for `$TargetDedicated=1`: the legacy shape, no low-priority target
+    assert run("$TargetDedicated=1").as_batch_string() == (
+        "$TargetDedicated=1;$NodeDeallocationOption=requeue")
+    assert run("$TargetDedicatedNodes=1").as_batch_string() == (
+        "$TargetDedicatedNodes=1;$TargetLowPriorityNodes=0;$NodeDeallocationOption=requeue")
+    assert run("$TargetDedicated = 9; $TargetDedicatedNodes = 2;").as_batch_string().startswith(
+        "$TargetDedicatedNodes=2;$TargetLowPriorityNodes=0;")
     # the full name wins over its alias, whatever the order
     assert run("$TargetDedicatedNodes = 2; $TargetDedicated = 9;").target_dedicated == 2
     assert run("$TargetDedicated = 9; $TargetDedicatedNodes = 2;").target_dedicated == 2
