@@ -876,6 +876,10 @@ class BatchApp:
         if scope["type"] != "http":
             return
         self.last_request = time.monotonic()
+        if self.settings.latency_ms > 0:
+            # A simulated network round trip, so that benchmarks on loopback weigh the number
+            # of requests as a client far from the service would.
+            await asyncio.sleep(self.settings.latency_ms / 1000)
         if await self._inject_fault(scope, receive, send):
             return
         request = Request(scope, receive)

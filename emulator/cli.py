@@ -74,6 +74,14 @@ def emulator() -> None:
     help="Chance that a low-priority node is preempted once, shortly after its first task starts.",
 )
 @click.option(
+    "--latency-ms",
+    default=0.0,
+    type=click.FloatRange(0, 10_000),
+    show_default=True,
+    help="Simulated network round trip added to every request (benchmarks: weigh request "
+    "counts as a client far from Azure would).",
+)
+@click.option(
     "--remote-login-port",
     default=50000,
     type=click.IntRange(1, 65535),
@@ -100,6 +108,7 @@ def serve(
     idle_timeout: float | None,
     time_scale: float,
     preempt_rate: float,
+    latency_ms: float,
     remote_login_port: int,
     ssh_port: int,
 ) -> None:
@@ -129,6 +138,7 @@ def serve(
         idle_timeout=idle_timeout,
         time_scale=time_scale,
         preempt_rate=preempt_rate,
+        latency_ms=latency_ms,
         remote_login_port=remote_login_port,
         ssh_port=ssh_port,
     )

@@ -34,6 +34,7 @@ class Settings:
     remote_login_port: int = 50000  # replaced by the SSH endpoint's port when it starts
     ssh_port: int = 0  # the SSH endpoint on 127.0.0.1 (emulator.sshd); 0 picks a free port
     preempt_rate: float = 0.0  # chance per scheduling of a low-priority node being preempted
+    latency_ms: float = 0.0  # simulated network round trip added to every request
     extra: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -177,6 +177,8 @@ def command(settings: Settings) -> list[str]:
         str(settings.time_scale),
         "--preempt-rate",
         str(settings.preempt_rate),
+        "--latency-ms",
+        str(settings.latency_ms),
         "--remote-login-port",
         str(settings.remote_login_port),
         "--ssh-port",
