@@ -3,12 +3,19 @@
 Every pool gets a metric history sampled every 30 s (times `--time-scale`) from the live
 counters; pools with autoscale on are evaluated at their interval (also scaled) and on
 enable, and the result's targets start a resize, as Batch does.
+
+Formulas see *simulated* time: samples are stamped, and `time()` answers, on a clock that
+runs `1 / time_scale` times faster than the wall clock from the emulator's start, so a
+`TimeInterval_Minute * 5` window holds ten samples however much time is accelerated. The
+REST `autoScaleRun.timestamp` stays wall-clock time, like every other timestamp the
+emulator serves.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+import time
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from emulator.autoscale import (
@@ -58,6 +65,13 @@ class AutoScaler:
         self.timers: dict[str, asyncio.TimerHandle] = {}
         self._finished: dict[str, tuple[int, int]] = {}
         self._sampler: asyncio.TimerHandle | None = None
+        self._epoch = (now(), time.monotonic())
+
+    def clock(self) -> datetime:
+        """Simulated time: the wall clock at start, then `1 / time_scale` times faster."""
+        start, mono = self._epoch
+        scale = max(self.service.settings.time_scale, 1e-6)
+        return start + timedelta(seconds=(time.monotonic() - mono) / scale)
 
     # -------------------------------------------------------------- sampling
     def start(self) -> None:
@@ -97,7 +111,7 @@ class AutoScaler:
         usable = sum(1 for n in nodes if n.state in ("idle", "running"))
         slots = max(1, usable * pool.slots_per_node)
         used = sum(n.used_slots for n in nodes)
-        stamp = now()
+        stamp = self.clock()
         history = self.histories.setdefault(pool.id, SampleHistory())
         values = {
             "ActiveTasks": active,
@@ -139,29 +153,33 @@ class AutoScaler:
         if history is None:
             self.sample(pool)
             history = self.histories[pool.id]
-        return evaluate_formula(
+        result = evaluate_formula(
             formula,
             history,
+            self.clock(),
             target_dedicated=pool.data.get("targetDedicatedNodes") or 0,
             target_low_priority=pool.data.get("targetLowPriorityNodes") or 0,
             seed=self.service.settings.seed,
         )
+        result.timestamp = now()
+        return result
 
     def run(self, pool: Pool) -> None:
         """Evaluate the pool's formula now and apply the targets (Batch's periodic run)."""
         result = self.evaluate(pool, str(pool.data.get("autoScaleFormula", "")))
         pool.data["autoScaleRun"] = result.to_dict()
         if result.error is None:
-            changed = (
-                pool.data.get("targetDedicatedNodes"),
-                pool.data.get("targetLowPriorityNodes"),
-            ) != (result.target_dedicated, result.target_low_priority)
             pool.data["targetDedicatedNodes"] = result.target_dedicated
             pool.data["targetLowPriorityNodes"] = result.target_low_priority
-            if changed:
-                self.service.start_allocation(
-                    pool, str(result.node_deallocation_option or "requeue")
-                )
+            # Compare with the nodes present, not the old targets: a resize that ran while
+            # the targets moved may have left the pool short of (or over) them.
+            present = [n for n in pool.nodes.values() if n.state != "leavingpool"]
+            dedicated = sum(1 for n in present if n.data["isDedicated"])
+            if (dedicated, len(present) - dedicated) != (
+                result.target_dedicated,
+                result.target_low_priority,
+            ):
+                self.service.start_allocation(pool, result.node_deallocation_option)
         self.service.pool_changed(pool)
 
     def arm(self, pool: Pool) -> None:
@@ -172,8 +190,7 @@ class AutoScaler:
 
         def fire() -> None:
             if self.service.pools.get(pool.id) is pool and pool.data.get("enableAutoScale"):
-                self.sample(pool)
-                self.run(pool)
+                self.run(pool)  # over the 30 s samples, as Batch does: no extra one
                 self.arm(pool)
 
         delay = interval * self.service.settings.time_scale

@@ -515,18 +515,45 @@ class Service:
         self._reset_node(node)
         _set_state(node.data, "leavingpool", previous=False)
         self._mark_node(node)
-        self._spawn(self._drop_node(node))
+        self._spawn(self._drop_node(node, dealloc.lower() == "retaineddata"))
 
-    async def _drop_node(self, node: Node) -> None:
+    async def _drop_node(self, node: Node, retain: bool = False) -> None:
         await asyncio.sleep(self.delay(DELETE_DELAY))
-        while node.running:  # nodeDeallocationOption taskcompletion: let running tasks end
+        while node.running:  # taskcompletion/retaineddata: let running tasks end
             await asyncio.sleep(0.05)
+        if retain:
+            await self._await_retention(node)
         pool = node.pool
         if pool.nodes.get(node.id) is node:
             del pool.nodes[node.id]
             self.store.forget("node", f"{pool.id}/{node.id}")
             self._refresh_pool_counts(pool)
             await asyncio.to_thread(shutil.rmtree, node.root, True)
+
+    async def _await_retention(self, node: Node) -> None:
+        """retaineddata: the node stays until the data of every task that ran on it is no
+        longer retained: `constraints.retentionTime` (default 7 days, scaled by
+        `--time-scale`) after the task ended, or the task (or its job) is deleted."""
+        ran = [
+            (job, task)
+            for job in self.jobs_by_pool.get(node.pool.id, ())
+            for task in job.tasks.values()
+            if (task.data.get("nodeInfo") or {}).get("nodeId") == node.id
+        ]
+        while node.pool.nodes.get(node.id) is node:
+            wait = 0.0
+            for job, task in ran:
+                if job.tasks.get(task.id) is not task or self.jobs.get(job.id) is not job:
+                    continue
+                end = (task.data.get("executionInfo") or {}).get("endTime")
+                keep = seconds((task.data.get("constraints") or {}).get("retentionTime"))
+                if not end or keep is None:
+                    continue
+                left = (parse_iso(end) - now()).total_seconds() + self.delay(keep)
+                wait = max(wait, left)
+            if wait <= 0:
+                return
+            await asyncio.sleep(min(wait, 1.0))
 
     def remove_nodes(self, pool_id: str, body: dict[str, Any]) -> None:
         pool = self._active_pool(pool_id)
@@ -753,10 +780,11 @@ class Service:
         self.kick()
 
     def _evict_tasks(self, node: Node, option: str) -> None:
-        """Take running tasks off a node: requeue them (Batch's default) or end them."""
+        """Take running tasks off a node: requeue them (Batch's default) or end them;
+        taskcompletion and retaineddata let them run to the end."""
         option = option.lower()
         for task in list(node.running.values()):
-            if option == "taskcompletion":
+            if option in ("taskcompletion", "retaineddata"):
                 continue
             if option == "terminate":
                 self._end_task(task, "TaskEnded", "Task Was Ended by User Request")
