@@ -673,8 +673,8 @@ async def reactivate_task(call: Call) -> Response:
 
 @route("GET", "/jobs/{jobId}/tasks/{taskId}/subtasksinfo")
 async def subtasks(call: Call) -> Response:
-    call.service.task(call["jobId"], call["taskId"])
-    return reply(200, {"odata.metadata": metadata(call, "subtaskinformations"), "value": []})
+    value = call.service.subtasks(call["jobId"], call["taskId"])
+    return reply(200, {"odata.metadata": metadata(call, "subtaskinformations"), "value": value})
 
 
 def _task_root(call: Call) -> tuple[Path | None, str]:

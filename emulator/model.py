@@ -122,8 +122,10 @@ class Task:
     __slots__ = (
         "blocked",
         "data",
+        "groups",
         "job",
         "node",
+        "peers",
         "pending",
         "pos",
         "queued",
@@ -143,6 +145,8 @@ class Task:
         self.queued = False
         self.node: Node | None = None
         self.running: Running | None = None
+        self.peers: list[Node] = []  # multi-instance: the subtasks' nodes, in subtask order
+        self.groups: list[int] = []  # multi-instance: coordination process groups to end
         self.token = 0  # bumped whenever a run is abandoned (requeue, terminate, delete)
         self.pos = 0  # index in job.order
 

@@ -111,8 +111,11 @@ def spawn(
         raise LaunchError("CommandLaunchFailed", f"cannot start {argv[0]}: {exc}") from None
 
 
-def watch(pid: int, timeout: float | None) -> Running:
-    """Observe the exit of `pid` through a pidfd on the running loop (no thread, no polling)."""
+def watch(pid: int, timeout: float | None, keep_group: bool = False) -> Running:
+    """Observe the exit of `pid` through a pidfd on the running loop (no thread, no polling).
+
+    `keep_group` leaves the group's background children alive after the leader exits (a
+    multi-instance coordination command starts services that must outlive it)."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[int] = loop.create_future()
     running = Running(pid, done)
@@ -126,8 +129,9 @@ def watch(pid: int, timeout: float | None) -> Running:
         if running._timer:
             running._timer.cancel()
         # The group may hold orphans (background children): end them with their leader.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
+        if not keep_group:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
         if not done.done():
             done.set_result(128 - code if code < 0 else code)
 

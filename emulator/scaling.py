@@ -9,6 +9,15 @@ runs `1 / time_scale` times faster than the wall clock from the emulator's start
 `TimeInterval_Minute * 5` window holds ten samples however much time is accelerated. The
 REST `autoScaleRun.timestamp` stays wall-clock time, like every other timestamp the
 emulator serves.
+
+A shrink (formula, resize or remove nodes) honours `nodeDeallocationOption` for the
+running tasks of the nodes it removes (`Service._evict_tasks` / `_drop_node`): `requeue`
+(the default) kills them and puts them back in the queue (`requeueCount` + 1);
+`terminate` ends them as failed (`TaskEnded`), never to run again; `taskcompletion` lets
+them finish while the node shows `leavingpool` and takes no new task; `retaineddata` does
+the same, then keeps the node until the `constraints.retentionTime` of every task that ran
+on it has passed since that task ended (Batch's default is 7 days; scaled by
+`--time-scale`) or the task or its job is deleted.
 """
 
 from __future__ import annotations
@@ -65,6 +74,7 @@ class AutoScaler:
         self.timers: dict[str, asyncio.TimerHandle] = {}
         self._finished: dict[str, tuple[int, int]] = {}
         self._sampler: asyncio.TimerHandle | None = None
+        self._next_tick = 0.0
         self._epoch = (now(), time.monotonic())
 
     def clock(self) -> datetime:
@@ -89,15 +99,20 @@ class AutoScaler:
         self.timers.clear()
 
     def _schedule_sampling(self) -> None:
-        period = SAMPLE_PERIOD.total_seconds() * self.service.settings.time_scale
-        self._sampler = asyncio.get_running_loop().call_later(max(period, 0.01), self._tick)
+        """Ticks on a fixed grid (no drift): a window of N simulated minutes then holds
+        2N samples, which `GetSample(..., pct)` and `GetSamplePercent` count on."""
+        loop = asyncio.get_running_loop()
+        period = max(SAMPLE_PERIOD.total_seconds() * self.service.settings.time_scale, 0.01)
+        self._next_tick = max((self._next_tick or loop.time()) + period, loop.time())
+        self._sampler = loop.call_at(self._next_tick, self._tick)
 
     def _tick(self) -> None:
+        stamp = self.clock()
         for pool in list(self.service.pools.values()):
-            self.sample(pool)
+            self.sample(pool, stamp)
         self._schedule_sampling()
 
-    def sample(self, pool: Pool) -> None:
+    def sample(self, pool: Pool, stamp: datetime | None = None) -> None:
         """One 30-second sample of every metric a formula can read, from O(1) counters."""
         active = running = succeeded = failed = 0
         for job in self.service.jobs_by_pool.get(pool.id, ()):
@@ -111,7 +126,7 @@ class AutoScaler:
         usable = sum(1 for n in nodes if n.state in ("idle", "running"))
         slots = max(1, usable * pool.slots_per_node)
         used = sum(n.used_slots for n in nodes)
-        stamp = self.clock()
+        stamp = stamp or self.clock()
         history = self.histories.setdefault(pool.id, SampleHistory())
         values = {
             "ActiveTasks": active,

@@ -103,6 +103,7 @@ class Service:
         self.procs: set[process.Running] = set()
         self._env_cache: dict[int, tuple[Node, dict[str, str]]] = {}
         self._live_pids: set[int] = set()
+        self._groups: set[int] = set()  # coordination process groups left running on purpose
         self._pid_lock = threading.Lock()
         # fork/exec and file creation block; a few threads overlap them across cores.
         self.spawner = ThreadPoolExecutor(max_workers=8, thread_name_prefix="spawn")
@@ -138,7 +139,7 @@ class Service:
         # Spawns in flight finish on their threads; then no child may outlive the service.
         await asyncio.to_thread(self.spawner.shutdown, True)
         with self._pid_lock:
-            for pid in self._live_pids:
+            for pid in self._live_pids | self._groups:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, signal.SIGKILL)
         self.scaler.stop()
@@ -220,6 +221,7 @@ class Service:
                 info["requeueCount"] = info.get("requeueCount", 0) + 1
                 info["lastRequeueTime"] = iso()
                 task.data.pop("nodeInfo", None)
+                task.data.pop("_subtasks", None)
                 _set_state(task.data, "active")
                 _touch(task.data)
                 self._mark_task(task)
@@ -1084,21 +1086,21 @@ class Service:
         pool = self.pools.get(job.pool_id)
         if pool is not None and slots > pool.slots_per_node:
             raise invalid("requiredSlots", "exceeds the pool's taskSlotsPerNode")
-        for rf in body.get("resourceFiles") or []:
-            sources = [
-                k
-                for k in ("httpUrl", "storageContainerUrl", "autoStorageContainerName")
-                if rf.get(k)
-            ]
-            if len(sources) != 1:
+        _check_resource_files(body.get("resourceFiles"), "resourceFiles")
+        multi = body.get("multiInstanceSettings")
+        if multi is not None:
+            instances = multi.get("numberOfInstances", 1)
+            if not isinstance(instances, int) or isinstance(instances, bool) or instances < 1:
                 raise invalid(
-                    "resourceFiles",
-                    "exactly one of httpUrl, storageContainerUrl, autoStorageContainerName",
+                    "multiInstanceSettings.numberOfInstances", "must be a positive integer"
                 )
-            if rf.get("blobPrefix") and "httpUrl" in sources:
-                raise invalid("resourceFiles.blobPrefix", "only with a container source")
-            if rf.get("httpUrl") and not rf.get("filePath"):
-                raise missing("resourceFiles.filePath")
+            if not multi.get("coordinationCommandLine"):
+                raise missing("multiInstanceSettings.coordinationCommandLine")
+            if slots != 1:
+                raise invalid("requiredSlots", "must be 1 for a multi-instance task")
+            _check_resource_files(
+                multi.get("commonResourceFiles"), "multiInstanceSettings.commonResourceFiles"
+            )
         for out in body.get("outputFiles") or []:
             if not out.get("filePattern"):
                 raise missing("outputFiles.filePattern")
@@ -1311,7 +1313,7 @@ class Service:
         self._check_all_complete(job)
 
     def task_view(self, task: Task) -> dict[str, Any]:
-        if "_dependencyAction" in task.data:
+        if "_dependencyAction" in task.data or "_subtasks" in task.data:
             return {k: v for k, v in task.data.items() if not k.startswith("_")}
         return task.data
 
@@ -1359,14 +1361,31 @@ class Service:
                         job.ready.popleft()
                         task.queued = False if task.state != "active" else task.queued
                         continue
-                    node = self._pick_node(nodes, task.slots, pool.fill)
-                    if node is None:
-                        break
+                    multi = task.data.get("multiInstanceSettings")
+                    peers: list[Node] = []
+                    if multi and not pool.data.get("enableInterNodeCommunication"):
+                        # Batch never schedules a multi-instance task on such a pool.
+                        job.ready.popleft()
+                        task.queued = False
+                        continue
+                    if multi:
+                        chosen = self._pick_empty_nodes(
+                            nodes, int(multi.get("numberOfInstances") or 1)
+                        )
+                        if chosen is None:
+                            break
+                        node, peers = chosen[0], chosen[1:]
+                    else:
+                        picked = self._pick_node(nodes, task.slots, pool.fill)
+                        if picked is None:
+                            break
+                        node = picked
                     job.ready.popleft()
                     task.queued = False
-                    self._start_task(task, node)
-                    if node.free_slots <= 0:
-                        nodes.remove(node)
+                    self._start_task(task, node, peers)
+                    for used in (node, *peers):
+                        if used.free_slots <= 0:
+                            nodes.remove(used)
                 if not nodes:
                     break
 
@@ -1379,27 +1398,33 @@ class Service:
             return min(fits, key=lambda n: n.free_slots)
         return max(fits, key=lambda n: n.free_slots)
 
-    def _start_task(self, task: Task, node: Node) -> None:
+    @staticmethod
+    def _pick_empty_nodes(nodes: list[Node], count: int) -> list[Node] | None:
+        """A multi-instance task takes `count` whole nodes (no other task beside an instance)."""
+        empty = [n for n in nodes if n.used_slots == 0]
+        return empty[:count] if len(empty) >= count else None
+
+    @staticmethod
+    def _held_slots(task: Task, node: Node) -> int:
+        """Slots a task holds on a node: every slot for a multi-instance task's instance."""
+        return node.pool.slots_per_node if task.data.get("multiInstanceSettings") else task.slots
+
+    def _start_task(self, task: Task, node: Node, peers: list[Node] | None = None) -> None:
         job = task.job
         task.node = node
-        node.running[(job.id, task.id)] = task
-        node.used_slots += task.slots
+        task.peers = list(peers or [])
+        for used in (node, *task.peers):
+            used.running[(job.id, task.id)] = task
+            used.used_slots += self._held_slots(task, used)
+            if used.state == "idle":
+                self._set_node_state(used, "running")
         job.running += 1
-        if node.state == "idle":
-            self._set_node_state(node, "running")
         info = task.data.setdefault("executionInfo", {})
         info["startTime"] = iso()
         for key in ("endTime", "exitCode", "failureInfo", "result"):
             info.pop(key, None)
-        task_dir = node.root / "workitems" / job.id / "job-1" / task.id
-        task.data["nodeInfo"] = {
-            "affinityId": node.data["affinityId"],
-            "nodeUrl": node.data["url"],
-            "poolId": node.pool.id,
-            "nodeId": node.id,
-            "taskRootDirectory": f"workitems/{job.id}/job-1/{task.id}",
-            "taskRootDirectoryUrl": f"{node.data['url']}/files/workitems/{job.id}/job-1/{task.id}",
-        }
+        task_dir = _shared_dir(task, node)
+        task.data["nodeInfo"] = _node_info(node, f"workitems/{job.id}/job-1/{task.id}")
         self._transition(task, "running")
         if task.data.get("containerSettings"):
             # No container engine here: the command runs on the host; the requested image is
@@ -1440,13 +1465,14 @@ class Service:
         stderr: Path,
         timeout: float | None,
         prepare: Callable[[], None] | None = None,
+        keep_group: bool = False,
     ) -> process.Running:
         """Spawn on a worker thread, then watch the exit from the loop."""
         loop = asyncio.get_running_loop()
         pid = await loop.run_in_executor(
             self.spawner, self._spawn_tracked, command_line, cwd, env, stdout, stderr, prepare
         )
-        running = process.watch(pid, timeout)
+        running = process.watch(pid, timeout, keep_group)
         self.procs.add(running)
         running.done.add_done_callback(lambda _f: self._forget_process(running))
         return running
@@ -1475,33 +1501,45 @@ class Service:
         with self._pid_lock:
             self._live_pids.discard(running.pid)
 
-    async def _run_task(self, task: Task, node: Node, token: int, task_dir: Path) -> None:
-        job = task.job
-        wd = task_dir / "wd"
-        dirs_made = False
+    def _task_env(
+        self, task: Task, node: Node, task_dir: Path, instance: int = 0
+    ) -> dict[str, str]:
+        """The environment of a task's command (or of instance `instance` of a multi-instance
+        task: 0 is the primary)."""
         env = self._node_env(node)
         env.update(
             {
-                "AZ_BATCH_JOB_ID": job.id,
+                "AZ_BATCH_JOB_ID": task.job.id,
                 "AZ_BATCH_TASK_ID": task.id,
                 "AZ_BATCH_TASK_DIR": str(task_dir),
-                "AZ_BATCH_TASK_WORKING_DIR": str(wd),
+                "AZ_BATCH_TASK_WORKING_DIR": str(task_dir / "wd"),
                 "AZ_BATCH_TASK_USER": "_azbatch",
                 "AZ_BATCH_TASK_RESERVED_EPHEMERAL_DISK_SPACE_BYTES": "1000000000",
             }
         )
-        multi = task.data.get("multiInstanceSettings")
-        if multi:
-            env.update(
-                _multi_instance_env(node, int(multi.get("numberOfInstances") or 1), task_dir)
-            )
-        env.update(_env_pairs(job.data.get("commonEnvironmentSettings")))
+        if task.data.get("multiInstanceSettings") and task.node is not None:
+            env.update(_multi_instance_env([task.node, *task.peers], instance, task, node))
+        env.update(_env_pairs(task.job.data.get("commonEnvironmentSettings")))
         env.update(_env_pairs(task.data.get("environmentSettings")))
+        return env
+
+    async def _run_task(self, task: Task, node: Node, token: int, task_dir: Path) -> None:
+        wd = task_dir / "wd"
+        dirs_made = False
+        env = self._task_env(task, node, task_dir)
         failure: tuple[str, str, str] | None = None
         stage = "run"
         code: int | None = None
         timed_out = False
-        if task.data.get("resourceFiles"):
+        limit = seconds(str((task.data.get("constraints") or {}).get("maxWallClockTime") or ""))
+        if task.data.get("multiInstanceSettings"):
+            dirs_made = True
+            code, failure = await self._coordinate(task, token, limit)
+            if task.token != token:
+                return
+            if code == 0:
+                code = None  # the primary's command decides the exit code
+        if code is None and failure is None and task.data.get("resourceFiles"):
             dirs_made = True
             try:
                 await asyncio.to_thread(_download, task_dir, wd, task.data["resourceFiles"])
@@ -1514,8 +1552,7 @@ class Service:
                 )
             if task.token != token:
                 return
-        if failure is None:
-            limit = seconds(str((task.data.get("constraints") or {}).get("maxWallClockTime") or ""))
+        if failure is None and code is None:
             try:
                 running = await self._launch(
                     task.data["commandLine"],
@@ -1559,18 +1596,152 @@ class Service:
                 failure, stage = ("usererror", "FileUploadFailed", errors[0]), "fileupload"
         self._finish_task(task, code, failure, stage)
 
+    async def _coordinate(
+        self, task: Task, token: int, limit: float | None
+    ) -> tuple[int | None, tuple[str, str, str] | None]:
+        """Batch's order for a multi-instance task: every instance (the primary, 0, and the
+        subtasks 1..N-1) downloads the common resource files and runs the coordination command;
+        the primary's command runs only once all of them exited 0. The first failure ends the
+        other instances and is the task's outcome."""
+        assert task.node is not None
+        nodes = [task.node, *task.peers]
+        stamp = iso()
+        task.data["_subtasks"] = [
+            {
+                "id": i,
+                "nodeInfo": _node_info(n, f"workitems/{task.job.id}/job-1/{task.id}/{i}"),
+                "startTime": stamp,
+                "state": "running",
+                "stateTransitionTime": stamp,
+            }
+            for i, n in enumerate(nodes)
+            if i > 0
+        ]
+        self._mark_task(task)
+        failures: list[tuple[int | None, tuple[str, str, str] | None]] = []
+        await asyncio.gather(
+            *(self._coordinate_one(task, token, i, n, limit, failures) for i, n in enumerate(nodes))
+        )
+        return failures[0] if failures else (0, None)
+
+    async def _coordinate_one(
+        self,
+        task: Task,
+        token: int,
+        index: int,
+        node: Node,
+        limit: float | None,
+        failures: list[tuple[int | None, tuple[str, str, str] | None]],
+    ) -> None:
+        multi = task.data["multiInstanceSettings"]
+        shared = _shared_dir(task, node)
+        task_dir = shared if index == 0 else shared / str(index)
+        # A subtask's only command is the coordination command: its stdout.txt. The primary's
+        # stdout.txt belongs to its own command line.
+        prefix = "coordination-" if index == 0 else ""
+        code: int | None = None
+        failure: tuple[str, str, str] | None = None
+        try:
+            await asyncio.to_thread(
+                _prepare_instance, shared, task_dir / "wd", multi.get("commonResourceFiles") or []
+            )
+        except files.TransferError as exc:
+            failure = ("usererror", exc.code, exc.message)
+        except Exception as exc:
+            failure = ("usererror", "ResourceFileDownloadFailed", str(exc))
+        if failure is None and task.token == token:
+            try:
+                running = await self._launch(
+                    str(multi["coordinationCommandLine"]),
+                    task_dir / "wd",
+                    self._task_env(task, node, task_dir, index),
+                    task_dir / f"{prefix}stdout.txt",
+                    task_dir / f"{prefix}stderr.txt",
+                    limit,
+                    keep_group=True,
+                )
+            except process.LaunchError as exc:
+                failure = ("usererror", exc.code, exc.message)
+            else:
+                if task.token != token:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(running.pid, signal.SIGKILL)
+                    return
+                task.groups.append(running.pid)
+                self._groups.add(running.pid)
+                code = await running.done
+                if running.killed_by == "timeout":
+                    failure = (
+                        "usererror",
+                        "MaxWallClockTimeExpiry",
+                        "The task exceeded its maximum wall clock time and was terminated",
+                    )
+        if task.token != token:
+            return
+        ok = failure is None and code == 0
+        if index > 0:
+            sub = task.data["_subtasks"][index - 1]
+            sub["endTime"] = iso()
+            if code is not None:
+                sub["exitCode"] = code
+            sub["result"] = "success" if ok else "failure"
+            if not ok:
+                category, fcode, message = failure or (
+                    "usererror",
+                    "FailureExitCode",
+                    "The task exited with an exit code representing a failure",
+                )
+                sub["failureInfo"] = {"category": category, "code": fcode, "message": message}
+            _set_state(sub, "completed")
+            self._mark_task(task)
+        if not ok:
+            failures.append((code, failure))
+            for pgid in task.groups:  # the task has failed: end the other instances
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, signal.SIGKILL)
+
+    def subtasks(self, job_id: str, task_id: str) -> list[dict[str, Any]]:
+        """SubtaskInformation of the current (or last) run, one per non-primary instance."""
+        return [dict(sub) for sub in self.task(job_id, task_id).data.get("_subtasks") or []]
+
     def _release(self, task: Task) -> None:
         node = task.node
+        peers = task.peers
         task.node = None
         task.running = None
+        task.peers = []
+        self._end_instances(task)
         if node is None:
             return
         if node.running.pop((task.job.id, task.id), None) is not None:
-            node.used_slots -= task.slots
+            node.used_slots -= self._held_slots(task, node)
             task.job.running -= 1
-        if not node.running and node.state == "running":
-            self._set_node_state(node, "idle")
+        for peer in peers:
+            if peer.running.pop((task.job.id, task.id), None) is not None:
+                peer.used_slots -= self._held_slots(task, peer)
+        for used in (node, *peers):
+            if not used.running and used.state == "running":
+                self._set_node_state(used, "idle")
         self.kick()
+
+    def _end_instances(self, task: Task) -> None:
+        """The primary is done (or the run abandoned): end what the coordination commands left
+        running on every instance, and close subtasks still running."""
+        for pgid in task.groups:
+            self._groups.discard(pgid)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+        task.groups.clear()
+        for sub in task.data.get("_subtasks") or []:
+            if sub.get("state") != "completed":
+                sub["endTime"] = iso()
+                sub["result"] = "failure"
+                sub["failureInfo"] = {
+                    "category": "usererror",
+                    "code": "TaskEnded",
+                    "message": "The primary task ended before this subtask's coordination command",
+                }
+                _set_state(sub, "completed")
 
     def _requeue(self, task: Task) -> None:
         """Batch's answer to a lost node: the task goes back to active, requeueCount+1."""
@@ -1582,6 +1753,7 @@ class Service:
         info["requeueCount"] = info.get("requeueCount", 0) + 1
         info["lastRequeueTime"] = iso()
         task.data.pop("nodeInfo", None)
+        task.data.pop("_subtasks", None)
         self._transition(task, "active")
         self._enqueue(task, front=True)
 
@@ -1695,23 +1867,60 @@ class Service:
             self._complete_job(job, "AllTasksComplete")
 
 
+def _check_resource_files(resource_files: list[dict[str, Any]] | None, key: str) -> None:
+    for rf in resource_files or []:
+        sources = [
+            k for k in ("httpUrl", "storageContainerUrl", "autoStorageContainerName") if rf.get(k)
+        ]
+        if len(sources) != 1:
+            raise invalid(
+                key, "exactly one of httpUrl, storageContainerUrl, autoStorageContainerName"
+            )
+        if rf.get("blobPrefix") and "httpUrl" in sources:
+            raise invalid(f"{key}.blobPrefix", "only with a container source")
+        if rf.get("httpUrl") and not rf.get("filePath"):
+            raise missing(f"{key}.filePath")
+
+
 def _download(task_dir: Path, wd: Path, resource_files: list[dict[str, Any]]) -> None:
     process.make_dirs(task_dir, wd)
     files.download(resource_files, wd)
 
 
-def _multi_instance_env(node: Node, instances: int, task_dir: Path) -> dict[str, str]:
-    """Multi-instance variables: the emulator runs the primary only, on this node; the list
-    names this node first, then other pool nodes (all on 127.0.0.1)."""
-    others = [n for n in node.pool.nodes.values() if n is not node][: max(0, instances - 1)]
-    hosts = ["127.0.0.1"] * (1 + len(others))
+def _shared_dir(task: Task, node: Node) -> Path:
+    """A task's root directory on a node: the primary's task dir, AZ_BATCH_TASK_SHARED_DIR."""
+    return node.root / "workitems" / task.job.id / "job-1" / task.id
+
+
+def _node_info(node: Node, root: str) -> dict[str, Any]:
+    return {
+        "affinityId": node.data["affinityId"],
+        "nodeUrl": node.data["url"],
+        "poolId": node.pool.id,
+        "nodeId": node.id,
+        "taskRootDirectory": root,
+        "taskRootDirectoryUrl": f"{node.data['url']}/files/{root}",
+    }
+
+
+def _multi_instance_env(nodes: list[Node], instance: int, task: Task, node: Node) -> dict[str, str]:
+    """Batch's multi-instance variables. `nodes` holds the primary's node first; every
+    emulated node has the address 127.0.0.1, so the host list repeats it once per instance."""
+    hosts = [str(n.data.get("ipAddress") or "127.0.0.1") for n in nodes]
     return {
         "AZ_BATCH_NODE_LIST": ";".join(hosts),
         "AZ_BATCH_HOST_LIST": ",".join(hosts),
-        "AZ_BATCH_MASTER_NODE": "127.0.0.1:6000",
-        "AZ_BATCH_IS_CURRENT_NODE_MASTER": "true",
-        "AZ_BATCH_TASK_SHARED_DIR": str(task_dir),
+        "AZ_BATCH_MASTER_NODE": f"{hosts[0]}:6000",
+        "AZ_BATCH_IS_CURRENT_NODE_MASTER": "true" if instance == 0 else "false",
+        "AZ_BATCH_TASK_SHARED_DIR": str(_shared_dir(task, node)),
     }
+
+
+def _prepare_instance(shared: Path, wd: Path, common: list[dict[str, Any]]) -> None:
+    """An instance's directories; common resource files go to the shared (task root) dir."""
+    wd.mkdir(parents=True, exist_ok=True)
+    if common:
+        files.download(common, shared)
 
 
 def _node_dirs(root: Path, mounts: list[dict[str, Any]] | None) -> None:

@@ -484,24 +484,3 @@ def test_job_wall_clock_can_be_extended(batch_client: Any, pool: str) -> None:
     )
     time.sleep(1.5)
     assert batch_client.get_job(job_id).state == "active"
-
-
-def test_multi_instance_task_gets_the_mpi_variables(batch_client: Any, pool: str) -> None:
-    job_id = make_job(batch_client, pool)
-    batch_client.create_task(
-        job_id,
-        task(
-            "mpi",
-            "env",
-            multi_instance_settings=m.MultiInstanceSettings(
-                number_of_instances=2, coordination_command_line="true"
-            ),
-        ),
-    )
-    wait_task(batch_client, job_id, "mpi")
-    env = dict(
-        line.split("=", 1) for line in read(batch_client, job_id, "mpi").splitlines() if "=" in line
-    )
-    assert env["AZ_BATCH_IS_CURRENT_NODE_MASTER"] == "true"
-    assert env["AZ_BATCH_HOST_LIST"] == "127.0.0.1,127.0.0.1"
-    assert env["AZ_BATCH_TASK_SHARED_DIR"].endswith(f"workitems/{job_id}/job-1/mpi")
