@@ -1096,8 +1096,6 @@ class Service:
                 )
             if not multi.get("coordinationCommandLine"):
                 raise missing("multiInstanceSettings.coordinationCommandLine")
-            if slots != 1:
-                raise invalid("requiredSlots", "must be 1 for a multi-instance task")
             _check_resource_files(
                 multi.get("commonResourceFiles"), "multiInstanceSettings.commonResourceFiles"
             )

@@ -170,6 +170,8 @@ class PoolSpec:
     mounts: Sequence[str | Mapping[str, str]] = ()
     cache_blobfuse: bool = True
     start_task_environment: Mapping[str, str] = field(default_factory=dict)
+    #: Needed by multi-node tasks; set by `create_pool` when the parameter file has one.
+    inter_node_communication: bool = False
 
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> PoolSpec:
@@ -269,6 +271,10 @@ class TaskSpec:
     output_files: Sequence[Mapping[str, Any]] = ()
     environment: Mapping[str, str] = field(default_factory=dict)
     shell: bool = True
+    #: > 1: a multi-instance task on this many nodes (``multiInstanceSettings``); the
+    #: coordination command (default ``true``) runs on each node before `command` runs on one.
+    nodes: int = 1
+    coordination_command: str | None = None
 
 
 @dataclass
@@ -514,6 +520,8 @@ class Client:
             "taskSlotsPerNode": int(spec.task_slots_per_node),
             "taskSchedulingPolicy": {"nodeFillType": spec.task_scheduling},
         }
+        if spec.inter_node_communication:
+            body["enableInterNodeCommunication"] = True
         if spec.autoscale:
             body["enableAutoScale"] = True
             body["autoScaleFormula"] = spec.autoscale_formula or _default_formula(
@@ -601,6 +609,8 @@ class Client:
         if spec is None:
             if pool_id is not None:
                 settings["id"] = pool_id
+            if getattr(self.params, "multi_node", False):
+                settings.setdefault("inter_node_communication", True)
             spec = PoolSpec.from_settings(getattr(self.params, "pool", None), **settings)
         pool_settings = getattr(self.params, "pool", None)
         if replace_existing is None:
@@ -1037,6 +1047,16 @@ class Client:
             body["environmentSettings"] = [
                 {"name": k, "value": str(v)} for k, v in task.environment.items()
             ]
+        if int(task.nodes) < 1:
+            raise UserError(f"[tasks] nodes: task {task_id!r} needs nodes >= 1")
+        if int(task.nodes) > 1:
+            coordination = task.coordination_command
+            body["multiInstanceSettings"] = {
+                "numberOfInstances": int(task.nodes),
+                "coordinationCommandLine": (_wrap(coordination) if task.shell else coordination)
+                if coordination
+                else "true",
+            }
         return body
 
     def sas_expiry(self, job_id: str) -> timedelta:
@@ -1471,6 +1491,7 @@ def _summary(pool: Mapping[str, Any]) -> dict[str, Any]:
         "node_agent_sku_id": vm.get("nodeAgentSKUId"),
         "container_image": (cc.get("containerImageNames") or [None])[0],
         "task_slots_per_node": pool.get("taskSlotsPerNode"),
+        "inter_node_communication": bool(pool.get("enableInterNodeCommunication")),
         "autoscale": bool(pool.get("enableAutoScale")),
         "autoscale_formula": pool.get("autoScaleFormula") if pool.get("enableAutoScale") else None,
         "dedicated_nodes": None

@@ -1,8 +1,9 @@
 """AzureClusterlessHPC ``parameters.json`` mapped onto batchlaunch's parameter file.
 
 Users coming from AzureClusterlessHPC.jl keep their file; each `_KEY` we understand becomes
-one of our keys, and each one we do not (MPI across nodes, several pools, credentials in a
-file) is named in a warning so nothing is dropped silently.
+one of our keys (`_NUM_NODES_PER_TASK` > 1 makes every [[tasks]] entry a multi-node task), and
+each one we do not (mpirun wrapping, several pools, credentials in a file) is named in a
+warning so nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -36,10 +37,21 @@ _IMAGE_KEYS = ("_NODE_OS_PUBLISHER", "_NODE_OS_OFFER", "_NODE_OS_SKU")
 # Keys that only matter for features batchlaunch does not have; harmless at these values.
 _UNSUPPORTED: dict[str, tuple[set[str], str]] = {
     "_POOL_COUNT": ({"1"}, "batchlaunch runs one pool per parameter file"),
-    "_INTER_NODE_CONNECTION": ({"0", "false"}, "multi-node MPI tasks are not supported"),
-    "_NUM_NODES_PER_TASK": ({"1"}, "multi-node MPI tasks are not supported"),
-    "_NUM_PROCS_PER_NODE": ({"1"}, "multi-node MPI tasks are not supported"),
-    "_MPI_RUN": ({"", "0", "false"}, "multi-node MPI tasks are not supported"),
+    "_INTER_NODE_CONNECTION": (
+        {"0", "false"},
+        "inter-node communication is enabled exactly when a task has nodes > 1"
+        " (_NUM_NODES_PER_TASK)",
+    ),
+    "_NUM_PROCS_PER_NODE": (
+        {"1"},
+        "batchlaunch starts no MPI processes; run mpirun in the task's command"
+        " with the hosts in $AZ_BATCH_HOST_LIST",
+    ),
+    "_MPI_RUN": (
+        {"", "0", "false"},
+        "batchlaunch does not wrap commands in mpirun; call it in the task's command"
+        " with the hosts in $AZ_BATCH_HOST_LIST",
+    ),
     "_VERBOSE": (set(), "ignored: use `batchlaunch logs` and `status` for detail"),
 }
 
@@ -75,6 +87,32 @@ def _put(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def _num_nodes(raw: dict[str, Any]) -> int:
+    try:
+        return int(str(raw.get("_NUM_NODES_PER_TASK", "1")).strip())
+    except ValueError:
+        return 1
+
+
+def _nodes_per_task(data: dict[str, Any], file: Path, nodes: int) -> None:
+    """`_NUM_NODES_PER_TASK` > 1: every [[tasks]] entry (that does not say) spans that many
+    nodes, a Batch multi-instance task."""
+    if nodes < 1:
+        raise UserError(f"{file}: _NUM_NODES_PER_TASK: expected a whole number >= 1, got {nodes}")
+    if nodes == 1:
+        return
+    tasks = data.get("tasks")
+    if not isinstance(tasks, list) or not tasks:
+        _warn(
+            f"{file}: _NUM_NODES_PER_TASK = {nodes} applies to [[tasks]] entries and this file"
+            " has none; give each task nodes = N"
+        )
+        return
+    for entry in tasks:
+        if isinstance(entry, dict):
+            entry.setdefault("nodes", nodes)
+
+
 def from_clusterless(raw: dict[str, Any], file: Path) -> dict[str, Any]:
     """Our parameter dict for an AzureClusterlessHPC parameters.json (non-`_` keys kept)."""
     data: dict[str, Any] = {k: v for k, v in raw.items() if not str(k).startswith("_")}
@@ -90,9 +128,14 @@ def from_clusterless(raw: dict[str, Any], file: Path) -> dict[str, Any]:
                 f"{file}: {key} ignored: credentials come from the environment"
                 " (AZURE_BATCH_ACCESS_KEY, AZURE_STORAGE_CONNECTION_STRING) or Entra ID"
             )
+        elif key == "_NUM_NODES_PER_TASK":
+            _nodes_per_task(data, file, _convert(file, key, value, "int"))
         elif key in _UNSUPPORTED:
             harmless, why = _UNSUPPORTED[key]
-            if str(value).strip().lower() not in harmless:
+            multi = _num_nodes(raw) > 1
+            if str(value).strip().lower() not in harmless and not (
+                key == "_INTER_NODE_CONNECTION" and multi
+            ):
                 _warn(f"{file}: {key} = {value!r} not supported: {why}")
         else:
             _warn(f"{file}: {key} is not an AzureClusterlessHPC key batchlaunch knows; ignored")

@@ -371,6 +371,12 @@ class TaskSpec(StrictModel):
     container_image: str | None = None
     environment: dict[str, str] = Field(default_factory=dict)
     required_slots: int = Field(1, ge=1, le=256)
+    #: A multi-instance (MPI-style) task: run on this many nodes at once; the command runs on
+    #: the first, with $AZ_BATCH_HOST_LIST naming them all.
+    nodes: int = Field(1, ge=1, le=1000)
+    #: Multi-node tasks: a command every node runs (and must exit) before `command` starts,
+    #: e.g. to start a daemon in the background. Default: none.
+    coordination_command: str | None = None
     #: Download the outputs of the tasks in `depends_on` into this directory of the working
     #: dir (``DIR/PARENT_ID/OUTPUT``) before the command runs: how a reduce reads its inputs.
     parent_outputs: str | None = None
@@ -429,6 +435,13 @@ class TaskSpec(StrictModel):
     def _image(cls, v: str | None) -> str | None:
         return _check_image_name(v)
 
+    @field_validator("coordination_command")
+    @classmethod
+    def _coordination(cls, v: str | None) -> str | None:
+        if v is not None and (not v.strip() or "\x00" in v):
+            raise ValueError("expected a non-empty command")
+        return v
+
     @model_validator(mode="after")
     def _range(self) -> TaskSpec:
         if (
@@ -436,6 +449,10 @@ class TaskSpec(StrictModel):
             and self.depends_on_range[0] > self.depends_on_range[1]
         ):
             raise ValueError("depends_on_range must be [start, end] with start <= end")
+        if self.coordination_command is not None and self.nodes == 1:
+            raise ValueError("coordination_command needs nodes > 1 (a multi-node task)")
+        if self.nodes > 1 and self.required_slots != 1:
+            raise ValueError("required_slots must be 1 for a multi-node task (nodes > 1)")
         return self
 
 
@@ -498,7 +515,29 @@ class Params(StrictModel):
                     f"[[tasks]] #{n} required_slots: {task.required_slots} is more than"
                     f" [pool] task_slots_per_node = {self.pool.task_slots_per_node}"
                 )
+            if task.nodes > 1:
+                self._check_multi_node(n, task)
         return self
+
+    def _check_multi_node(self, n: int, task: TaskSpec) -> None:
+        """Batch schedules a multi-instance task only on whole nodes of a pool with one slot
+        per node; on a fixed-size pool it can never get more nodes than the pool has."""
+        if self.pool.task_slots_per_node != 1:
+            raise ValueError(
+                f"[[tasks]] #{n} nodes: multi-node tasks need [pool] task_slots_per_node = 1"
+                f" (it is {self.pool.task_slots_per_node}); Batch never schedules them otherwise"
+            )
+        size = self.pool.dedicated_nodes + self.pool.low_priority_nodes
+        if not self.pool.autoscale and task.nodes > size:
+            raise ValueError(
+                f"[[tasks]] #{n} nodes: {task.nodes} is more than the pool's {size} node(s)"
+                " ([pool] dedicated_nodes + low_priority_nodes); lower nodes or grow the pool"
+            )
+
+    @property
+    def multi_node(self) -> bool:
+        """Some task spans several nodes: the pool needs inter-node communication."""
+        return any(t.nodes > 1 for t in self.tasks)
 
     @property
     def path(self) -> Path | None:
@@ -551,6 +590,8 @@ class TaskInstance:
     required_slots: int
     sweep: dict[str, SweepValue] = field(default_factory=dict)
     parent_outputs: str | None = None
+    nodes: int = 1
+    coordination_command: str | None = None
 
 
 def _substitute(command: str, values: Mapping[str, SweepValue]) -> str:
@@ -627,6 +668,10 @@ def expand_tasks(params: Params) -> list[TaskInstance]:
                     required_slots=task.required_slots,
                     sweep=values,
                     parent_outputs=task.parent_outputs,
+                    nodes=task.nodes,
+                    coordination_command=_substitute(task.coordination_command, values)
+                    if task.coordination_command is not None
+                    else None,
                 )
             )
     return out

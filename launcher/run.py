@@ -214,6 +214,8 @@ class TaskBuilder:
             + self.parent_inputs(task),
             output_files=self.outputs_for(task),
             environment=task.environment,
+            nodes=task.nodes,
+            coordination_command=task.coordination_command,
         )
 
 

@@ -208,7 +208,6 @@ def test_pool_rules_and_bad_settings(batch_client: Any) -> None:
             "MissingRequiredProperty",
         ),
         (mpi_task(unique("t"), "true", 0, "true"), "InvalidPropertyValue"),
-        (mpi_task(unique("t"), "true", 2, "true", required_slots=2), "InvalidPropertyValue"),
     ]
     for body, code in bad:
         with pytest.raises(HttpResponseError) as info:
