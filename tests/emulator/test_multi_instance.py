@@ -22,6 +22,8 @@ from tests.emulator.helpers import (
     wait_for,
     wait_task,
 )
+from tests.emulator.test_durability import _stop as stop_emulator
+from tests.fixtures.emulator import make_client
 
 pytestmark = pytest.mark.emulator
 
@@ -213,3 +215,76 @@ def test_pool_rules_and_bad_settings(batch_client: Any) -> None:
         with pytest.raises(HttpResponseError) as info:
             batch_client.create_task(job2, body)
         assert error_code(info) == code, body
+
+
+SERVICE = "/bin/sh -c 'sleep 60 & echo $! > \"$AZ_BATCH_TASK_SHARED_DIR/service.pid\"'"
+
+
+def _service_pids(
+    client: Any, pool_id: str, job_id: str, task_id: str, nodes: list[str]
+) -> list[int]:
+    path = f"workitems/{job_id}/job-1/{task_id}/service.pid"
+    return [int(node_file(client, pool_id, n, path)) for n in nodes]
+
+
+def test_losing_a_subtask_node_requeues_the_whole_task(batch_client: Any) -> None:
+    pool_id = mpi_pool(batch_client, 3)
+    job_id = make_job(batch_client, pool_id)
+    batch_client.create_task(job_id, mpi_task("lost", "sleep 1", 2, SERVICE))
+    running = wait_task(batch_client, job_id, "lost", "running")
+    [sub] = wait_for(
+        lambda: list(batch_client.list_subtasks(job_id, "lost")),
+        lambda subs: len(subs) == 1 and subs[0].state == "completed",
+        10,
+        "the subtask's coordination command to finish",
+    )
+    first = [running.node_info.node_id, sub.node_info.node_id]
+    pids = _service_pids(batch_client, pool_id, job_id, "lost", first)
+    batch_client.begin_remove_nodes(
+        pool_id, m.BatchNodeRemoveOptions(node_ids=[sub.node_info.node_id])
+    )
+    wait_for(lambda: [_alive(p) for p in pids], lambda a: not any(a), 5, "services ended")
+    done = wait_task(batch_client, job_id, "lost")
+    assert done.execution_info.exit_code == 0
+    assert done.execution_info.requeue_count == 1
+    [again] = batch_client.list_subtasks(job_id, "lost")
+    assert sub.node_info.node_id not in (again.node_info.node_id, done.node_info.node_id)
+
+
+def test_restart_requeues_a_running_multi_instance_task(
+    emulator_factory: Any, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    first = emulator_factory(state_dir=state)
+    client = make_client(first)
+    pool_id = mpi_pool(client, 2)
+    job_id = make_job(client, pool_id)
+    client.create_task(job_id, mpi_task("long", "sleep 30", 2, SERVICE))
+    running = wait_task(client, job_id, "long", "running")
+    [sub] = wait_for(
+        lambda: list(client.list_subtasks(job_id, "long")),
+        lambda subs: len(subs) == 1 and subs[0].state == "completed",
+        10,
+        "the subtask's coordination command to finish",
+    )
+    pids = _service_pids(
+        client, pool_id, job_id, "long", [running.node_info.node_id, sub.node_info.node_id]
+    )
+    client.close()
+    stop_emulator(first)
+    assert not any(_alive(p) for p in pids)  # the coordination services did not outlive it
+
+    second = emulator_factory(state_dir=state)
+    client = make_client(second)
+    again = wait_task(client, job_id, "long", "running")
+    assert again.execution_info.requeue_count == 1
+    wait_for(
+        lambda: list(client.list_subtasks(job_id, "long")),
+        lambda subs: len(subs) == 1 and subs[0].state == "completed",
+        10,
+        "the rerun's subtask",
+    )
+    client.terminate_task(job_id, "long")
+    done = wait_task(client, job_id, "long")
+    assert done.execution_info.failure_info.code == "TaskEnded"
+    client.close()
