@@ -1668,6 +1668,11 @@ class Service:
                 task.groups.append(running.pid)
                 self._groups.add(running.pid)
                 code = await running.done
+                if not _group_alive(running.pid) and running.pid in task.groups:
+                    # Nothing left in the background: forget the group id before the kernel
+                    # can hand the number to another task's new session.
+                    task.groups.remove(running.pid)
+                    self._groups.discard(running.pid)
                 if running.killed_by == "timeout":
                     failure = (
                         "usererror",
@@ -1912,6 +1917,16 @@ def _multi_instance_env(nodes: list[Node], instance: int, task: Task, node: Node
         "AZ_BATCH_IS_CURRENT_NODE_MASTER": "true" if instance == 0 else "false",
         "AZ_BATCH_TASK_SHARED_DIR": str(_shared_dir(task, node)),
     }
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _prepare_instance(shared: Path, wd: Path, common: list[dict[str, Any]]) -> None:
