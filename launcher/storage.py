@@ -27,17 +27,6 @@ from launcher.errors import UserError
 
 CONNECTION_STRING_ENV = "AZURE_STORAGE_CONNECTION_STRING"
 
-#: Azurite's documented development account (public, like the emulator's key).
-AZURITE_ACCOUNT = "devstoreaccount1"
-AZURITE_KEY = (
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-)
-AZURITE_DEFAULT_CONNECTION_STRING = (
-    "DefaultEndpointsProtocol=http;"
-    f"AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
-    f"BlobEndpoint=http://127.0.0.1:10000/{AZURITE_ACCOUNT};"
-)
-
 CAS_PREFIX = "cas"
 _AZURE_BLOB_URL = re.compile(r"^https://([a-z0-9]{3,24})\.blob\.core\.windows\.net/?$")
 _CONTAINER_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}$")
@@ -435,7 +424,11 @@ def open_store(url: str, container: str, env: Mapping[str, str] | None = None) -
     if url == "local":
         return LocalStore(container)
     if url == "azurite":
-        conn = env.get(CONNECTION_STRING_ENV) or AZURITE_DEFAULT_CONNECTION_STRING
+        conn = env.get(CONNECTION_STRING_ENV)
+        if not conn:
+            from launcher.azurite import ensure_azurite
+
+            conn = ensure_azurite(env)
         return BlobStore(container, connection_string=conn)
     match = _AZURE_BLOB_URL.match(url.strip())
     if match is None:

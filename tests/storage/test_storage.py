@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from launcher.azurite import KEY
 from launcher.errors import UserError
 from launcher.storage import (
-    AZURITE_KEY,
     BlobStore,
     LocalStore,
     Store,
@@ -139,7 +139,7 @@ def test_read_sas_reads_but_cannot_write(azurite: Any) -> None:
     store.ensure_container()
     store.upload_bytes(b"input data", "in/data.txt")
     url = store.read_url("in/data.txt", timedelta(minutes=30))
-    assert AZURITE_KEY not in url and "sig=" in url
+    assert KEY not in url and "sig=" in url
     fields = _sas_fields(url)
     assert fields["sp"] == "r"
     expiry = datetime.fromisoformat(fields["se"].replace("Z", "+00:00"))
