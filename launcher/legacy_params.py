@@ -39,8 +39,8 @@ _UNSUPPORTED: dict[str, tuple[set[str], str]] = {
     "_POOL_COUNT": ({"1"}, "batchlaunch runs one pool per parameter file"),
     "_INTER_NODE_CONNECTION": (
         {"0", "false"},
-        "inter-node communication is enabled exactly when a task has nodes > 1"
-        " (_NUM_NODES_PER_TASK)",
+        "the pool gets inter-node communication exactly when a task spans several nodes"
+        " ([[tasks]] nodes > 1)",
     ),
     "_NUM_PROCS_PER_NODE": (
         {"1"},
