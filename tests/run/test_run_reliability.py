@@ -87,53 +87,66 @@ def test_2000_tasks_through_faults_and_throttling_run_once_each(
     _assert_all_outputs(out / "faulty1", n)
 
 
-@pytest.mark.slow
-def test_sigkill_during_submission_then_resume_adds_every_task_once(
-    emulator: Any,
-    cli: Callable[..., CliResult],
-    write_params: Callable[..., Path],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    env = _env_for(emulator, tmp_path / "home")
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    n = 3000
-    ledger = tmp_path / "ledger.txt"
-    params = write_params(
-        PARAMS.format(storage="local", pool="killed", ledger=ledger, values=list(range(n)))
-    )
-    out = tmp_path / "out"
-    client = make_client(emulator)
-    proc = cli_subprocess(["run", str(params), "--run-id", "killed1", "--out", str(out), "-q"], env)
+def _kill_mid_submission(
+    client: Any, params: Path, run_id: str, out: Path, env: dict[str, str], n: int
+) -> int:
+    """Start `batchlaunch run`, SIGKILL it once its first tasks exist; tasks present then."""
+    proc = cli_subprocess(["run", str(params), "--run-id", run_id, "--out", str(out), "-q"], env)
     try:
-        seen = 0
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
             try:
-                seen = client.get_job_task_counts("killed1").task_counts.active
-                seen += client.get_job_task_counts("killed1").task_counts.running
-                seen += client.get_job_task_counts("killed1").task_counts.completed
-            except Exception:
+                counts = client.get_job_task_counts(run_id).task_counts
+                seen = counts.active + counts.running + counts.completed
+            except Exception:  # the job does not exist yet
                 seen = 0
             if seen > 0:
                 break
-            time.sleep(0.02)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
-    at_kill = len(list(client.list_tasks("killed1", select=["id"])))
-    assert 0 < at_kill < n, f"the kill did not land mid-submission ({at_kill} of {n} tasks)"
+    return len(list(client.list_tasks(run_id, select=["id"])))
 
-    result = cli("run", str(params), "--run-id", "killed1", "--out", str(out), "-q")
+
+@pytest.mark.slow
+def test_sigkill_during_submission_then_resume_adds_every_task_once(
+    emulator_factory: Callable[..., Any],
+    cli: Callable[..., CliResult],
+    write_params: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A simulated 40 ms round trip stretches submission (30 requests of 100 tasks) over a
+    # few hundred milliseconds, so the kill lands inside it; should submission still win
+    # the race, the experiment is repeated with a new run id.
+    info = emulator_factory(latency_ms=40)
+    env = _env_for(info, tmp_path / "home")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    n = 3000
+    client = make_client(info)
+    out = tmp_path / "out"
+    for attempt in range(3):
+        run_id = f"killed{attempt}"
+        ledger = tmp_path / f"ledger-{attempt}.txt"
+        params = write_params(
+            PARAMS.format(storage="local", pool="killed", ledger=ledger, values=list(range(n))),
+            name=f"params-{attempt}.toml",
+        )
+        at_kill = _kill_mid_submission(client, params, run_id, out, env, n)
+        if 0 < at_kill < n:
+            break
+    assert 0 < at_kill < n, f"the kill never landed mid-submission ({at_kill} of {n} tasks)"
+
+    result = cli("run", str(params), "--run-id", run_id, "--out", str(out), "-q")
     assert result.code == 0, result.err
-    ids = [t.id for t in client.list_tasks("killed1", select=["id"])]
+    ids = [t.id for t in client.list_tasks(run_id, select=["id"])]
     assert len(ids) == n and len(set(ids)) == n
     _assert_each_ran_once(ledger, n)
-    _assert_all_outputs(out / "killed1", n)
+    _assert_all_outputs(out / run_id, n)
 
 
 @pytest.mark.azurite
