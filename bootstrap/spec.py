@@ -7,6 +7,7 @@ allowlist (and the renderer quotes it as well), so a hostile value such as
 
 from __future__ import annotations
 
+import difflib
 import re
 import shlex
 from pathlib import Path
@@ -66,10 +67,12 @@ class StrictModel(BaseModel):
                     "secrets do not go in the parameter file; set {env} in the environment",
                     {"key": key, "env": cls.secret_env},
                 )
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
             raise PydanticCustomError(
                 "unknown_key",
-                "unknown key; valid keys are {valid}",
-                {"key": key, "valid": ", ".join(valid)},
+                "unknown key; {hint}valid keys are {valid}",
+                {"key": key, "valid": ", ".join(valid), "hint": hint},
             )
         return data
 

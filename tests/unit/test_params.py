@@ -56,20 +56,20 @@ def error_of(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> s
     [
         (
             '[pool]\nidd = "x"\n',
-            "[pool] idd: unknown key; valid keys are id, vm_size, dedicated_nodes,",
+            "[pool] idd: unknown key; did you mean id? valid keys are id, vm_size,",
         ),
         ("[pools]\nid = 1\n", "pools: unknown section; valid sections are batch, storage, pool,"),
         (
             '[runtime]\nlanguage = "julia"\nmirorr = "x"\n',
-            "[runtime] mirorr: unknown key; valid keys are language, preinstalled,",
+            "[runtime] mirorr: unknown key; did you mean mirror? valid keys are language,",
         ),
         (
             '[[tasks]]\ncommand = "x"\ncomand = "y"\n',
-            "[[tasks]] #1 comand: unknown key; valid keys are id, command,",
+            "[[tasks]] #1 comand: unknown key; did you mean command? valid keys are id, command,",
         ),
         (
             '[pool]\nimage = {publisher = "a", offer = "b", sku = "c", node_agent = "d"}\n',
-            "[pool] image.node_agent: unknown key; valid keys are publisher, offer, sku,",
+            "[pool] image.node_agent: unknown key; did you mean node_agent_sku_id? valid keys",
         ),
     ],
 )
