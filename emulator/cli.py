@@ -143,3 +143,49 @@ def serve(
         ssh_port=ssh_port,
     )
     run(settings)
+
+
+@emulator.command()
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="State directory of the daemon [default: the embedded one, ~/.batchlaunch/emulator].",
+)
+def status(state_dir: Path | None) -> None:
+    """Is the background emulator (the one `endpoint = "emulator"` starts) running?"""
+    from emulator.daemon import running_emulator
+
+    directory = _default_state_dir(state_dir)
+    info = running_emulator(directory)
+    if info is None:
+        click.echo(f"no emulator running for {directory}")
+        raise SystemExit(1)
+    click.echo(f"BATCH_ENDPOINT={info.endpoint} pid={info.pid} state={directory}")
+
+
+@emulator.command()
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="State directory of the daemon [default: the embedded one, ~/.batchlaunch/emulator].",
+)
+def stop(state_dir: Path | None) -> None:
+    """Stop the background emulator: running tasks are killed, state is saved.
+
+    It also stops by itself after an hour with no requests and nothing running.
+    """
+    from emulator.daemon import stop_emulator
+
+    directory = _default_state_dir(state_dir)
+    if stop_emulator(directory):
+        click.echo(f"stopped the emulator of {directory}")
+    else:
+        click.echo(f"no emulator running for {directory}")
+
+
+def _default_state_dir(state_dir: Path | None) -> Path:
+    if state_dir is not None:
+        return state_dir.resolve()
+    from launcher.paths import emulator_state_dir
+
+    return emulator_state_dir()

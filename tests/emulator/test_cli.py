@@ -140,3 +140,26 @@ def test_idle_timeout_exits_and_removes_the_endpoint_file(tmp_path: Path) -> Non
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_emulator_status_and_stop_commands(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    info = ensure_emulator(state)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN), "emulator", *args, "--state-dir", str(state)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    shown = cli("status")
+    assert shown.returncode == 0
+    assert shown.stdout.startswith(f"BATCH_ENDPOINT={info.endpoint} pid={info.pid}")
+    stopped = cli("stop")
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout
+    assert info.pid is not None and not _alive(info.pid)
+    after = cli("status")
+    assert after.returncode == 1 and "no emulator running" in after.stdout
