@@ -476,41 +476,30 @@ async def list_extensions(call: Call) -> Response:
     return reply(200, {"odata.metadata": metadata(call, "extensions"), "value": []})
 
 
+def _node_root(call: Call) -> tuple[Path, str]:
+    node = call.service.node(call["poolId"], call["nodeId"])
+    return node.root, f"{call.service.base_url}/pools/{node.pool.id}/nodes/{node.id}/files"
+
+
 @route("GET", "/pools/{poolId}/nodes/{nodeId}/files")
 async def list_node_files(call: Call) -> Response:
-    node = call.service.node(call["poolId"], call["nodeId"])
-    base = f"{call.service.base_url}/pools/{node.pool.id}/nodes/{node.id}/files"
-    return await file_listing(call, node.root, base, f"/pools/{node.pool.id}/nodes/{node.id}/files")
+    root, base = _node_root(call)
+    return await file_listing(
+        call, root, base, f"/pools/{call['poolId']}/nodes/{call['nodeId']}/files"
+    )
 
 
 @route("GET", "/pools/{poolId}/nodes/{nodeId}/files/{path}")
-async def get_node_file(call: Call) -> Response:
-    node = call.service.node(call["poolId"], call["nodeId"])
-    return file_response(
-        call,
-        node.root,
-        call["path"],
-        f"{call.service.base_url}/pools/{node.pool.id}/nodes/{node.id}/files",
-        body=True,
-    )
-
-
 @route("HEAD", "/pools/{poolId}/nodes/{nodeId}/files/{path}")
-async def head_node_file(call: Call) -> Response:
-    node = call.service.node(call["poolId"], call["nodeId"])
-    return file_response(
-        call,
-        node.root,
-        call["path"],
-        f"{call.service.base_url}/pools/{node.pool.id}/nodes/{node.id}/files",
-        body=False,
-    )
+async def get_node_file(call: Call) -> Response:
+    root, base = _node_root(call)
+    return file_response(call, root, call["path"], base, body=call.request.method == "GET")
 
 
 @route("DELETE", "/pools/{poolId}/nodes/{nodeId}/files/{path}")
 async def delete_node_file(call: Call) -> Response:
-    node = call.service.node(call["poolId"], call["nodeId"])
-    return await delete_file(call, node.root, call["path"])
+    root, _ = _node_root(call)
+    return await delete_file(call, root, call["path"])
 
 
 # ---------------------------------------------------------------------- jobs
@@ -692,15 +681,10 @@ async def list_task_files(call: Call) -> Response:
 
 
 @route("GET", "/jobs/{jobId}/tasks/{taskId}/files/{path}")
+@route("HEAD", "/jobs/{jobId}/tasks/{taskId}/files/{path}")
 async def get_task_file(call: Call) -> Response:
     root, base = _task_root(call)
-    return file_response(call, root, call["path"], base, body=True)
-
-
-@route("HEAD", "/jobs/{jobId}/tasks/{taskId}/files/{path}")
-async def head_task_file(call: Call) -> Response:
-    root, base = _task_root(call)
-    return file_response(call, root, call["path"], base, body=False)
+    return file_response(call, root, call["path"], base, body=call.request.method == "GET")
 
 
 @route("DELETE", "/jobs/{jobId}/tasks/{taskId}/files/{path}")
