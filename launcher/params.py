@@ -11,6 +11,7 @@ Loading also renders the start task once, so a bad runtime value fails here, not
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import json
 import os
@@ -18,7 +19,7 @@ import re
 import shlex
 import tomllib
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -292,6 +293,21 @@ class PoolSection(StrictModel):
     def _container_image(cls, v: str | None) -> str | None:
         return _check_image_name(v)
 
+    @field_validator("autoscale_formula")
+    @classmethod
+    def _formula(cls, v: str | None) -> str | None:
+        """Parse the formula here, so a typo is found now, not by Azure at pool creation."""
+        if v is not None:
+            from emulator.autoscale import FormulaSyntaxError, parse_formula
+
+            try:
+                parse_formula(v)
+            except FormulaSyntaxError as exc:
+                raise ValueError(
+                    f"{exc}; check it with `batchlaunch autoscale check FILE`"
+                ) from None
+        return v
+
     @field_validator("mounts", mode="before")
     @classmethod
     def _mounts(cls, v: Any) -> Any:
@@ -301,6 +317,13 @@ class PoolSection(StrictModel):
     def _consistent(self) -> PoolSection:
         if self.autoscale and self.autoscale_formula is None and self.max_autoscale_nodes is None:
             raise ValueError("autoscale = true needs autoscale_formula or max_autoscale_nodes")
+        if not self.autoscale and (
+            self.autoscale_formula is not None or self.max_autoscale_nodes is not None
+        ):
+            raise ValueError(
+                "autoscale_formula/max_autoscale_nodes are set but autoscale is not; "
+                "set autoscale = true (or remove them for a fixed-size pool)"
+            )
         if self.container_registry is not None and self.container_image is None:
             raise ValueError("container_registry is set but container_image is not")
         targets = [m.target for m in self.mounts]
@@ -443,6 +466,21 @@ class TaskSpec(StrictModel):
         return v
 
     @model_validator(mode="after")
+    def _placeholders(self) -> TaskSpec:
+        """``{sise}`` next to a sweep key ``size`` is a typo; other braces are left alone
+        (awk programs, f-strings, ``${VAR}``), since only sweep keys are substituted."""
+        for name in _PLACEHOLDER.findall(self.command):
+            if name in self.sweep:
+                continue
+            close = difflib.get_close_matches(name, list(self.sweep), n=1, cutoff=0.75)
+            if close:
+                raise ValueError(
+                    f"command: {{{name}}} is not a sweep key; did you mean {{{close[0]}}}?"
+                    f" (sweep keys: {', '.join(self.sweep)})"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _range(self) -> TaskSpec:
         if (
             self.depends_on_range is not None
@@ -517,7 +555,45 @@ class Params(StrictModel):
                 )
             if task.nodes > 1:
                 self._check_multi_node(n, task)
+        self._check_cycles()
         return self
+
+    def _check_cycles(self) -> None:
+        """A dependency cycle (or a task depending on itself) would leave tasks waiting
+        forever on Batch: refuse it here, naming the cycle."""
+        instances = expand_tasks(self)
+        entry_of = {}
+        for n, (_task, ids) in enumerate(_entry_ids(self), 1):
+            for task_id in ids:
+                entry_of[task_id] = n
+        graph = {inst.id: inst.depends_on for inst in instances}
+        state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+        for root in graph:
+            if state.get(root):
+                continue
+            path: list[str] = []
+            stack: list[tuple[str, Iterator[str]]] = [(root, iter(graph[root]))]
+            state[root] = 1
+            path.append(root)
+            while stack:
+                node, children = stack[-1]
+                child = next(children, None)
+                if child is None:
+                    stack.pop()
+                    path.pop()
+                    state[node] = 2
+                    continue
+                if state.get(child) == 1:
+                    cycle = [*path[path.index(child) :], child]
+                    raise ValueError(
+                        f"[[tasks]] #{entry_of.get(child, '?')} depends_on: dependency cycle "
+                        + " -> ".join(cycle)
+                        + "; a task cannot wait for itself"
+                    )
+                if not state.get(child) and child in graph:
+                    state[child] = 1
+                    path.append(child)
+                    stack.append((child, iter(graph[child])))
 
     def _check_multi_node(self, n: int, task: TaskSpec) -> None:
         """Batch schedules a multi-instance task only on whole nodes of a pool with one slot
