@@ -7,6 +7,8 @@ Subcommands live in `launcher.commands.*` and are imported only when used, so th
 from __future__ import annotations
 
 import importlib
+import logging
+import os
 import sys
 
 import click
@@ -61,6 +63,10 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors become one `error:` line and exit code 2."""
+    if not os.environ.get("BATCHLAUNCH_DEBUG"):
+        # azure-core logs recoverable conditions (failsafe deserialization, retries) with
+        # tracebacks; users get our one-line errors instead. BATCHLAUNCH_DEBUG=1 shows them.
+        logging.getLogger("azure").setLevel(logging.ERROR)
     try:
         result = cli.main(args=argv, standalone_mode=False)
         # `ctx.exit(n)` comes back as n when click does not exit itself.

@@ -1361,7 +1361,9 @@ class Client:
         return sorted(blocked)
 
     @_translate_errors
-    def failed_tasks(self, job_id: str, *, tail_lines: int = 20) -> list[FailedTask]:
+    def failed_tasks(
+        self, job_id: str, *, tail_lines: int = 20, logs_prefix: str | None = None
+    ) -> list[FailedTask]:
         """Tasks whose last try failed, each with the last lines of its stderr."""
         found = []
         for task in self.batch.list_tasks(
@@ -1380,27 +1382,33 @@ class Client:
                     task_id=str(task.id),
                     exit_code=info.exit_code,
                     failure=failure,
-                    stderr_tail=self._stderr_tail(job_id, str(task.id), tail_lines),
+                    stderr_tail=self._stderr_tail(job_id, str(task.id), tail_lines, logs_prefix),
                 )
             )
         return sorted(found, key=lambda f: f.task_id)
 
-    def _stderr_tail(self, job_id: str, task_id: str, lines: int) -> str:
-        """From the node if it still has the file, else from the job's blob logs."""
+    def _stderr_tail(
+        self, job_id: str, task_id: str, lines: int, logs_prefix: str | None = None
+    ) -> str:
+        """From the node if it still has the file, else from the copy uploaded to storage
+        (``LOGS_PREFIX/TASK_ID/logs/stderr.txt`` for runs, or the job's logs folder)."""
         data = b""
         try:
             data = b"".join(self.batch.download_task_file(job_id, task_id, "stderr.txt"))
         except Exception:
             logs = self._meta(job_id).get(LOGS_METADATA)
-            if logs:
+            store, blob = self.store, None
+            if logs_prefix:
+                blob = f"{logs_prefix}/{task_id}/logs/stderr.txt"
+            elif logs:
                 container, _, folder = logs.partition("/")
                 store = self.store.for_container(container)
                 blob = f"{folder}/{task_id}/stderr.txt"
-                if store.exists(blob):
-                    import tempfile
+            if blob is not None and store.exists(blob):
+                import tempfile
 
-                    with tempfile.TemporaryDirectory() as tmp:
-                        data = store.download(blob, Path(tmp) / "stderr.txt").read_bytes()
+                with tempfile.TemporaryDirectory() as tmp:
+                    data = store.download(blob, Path(tmp) / "stderr.txt").read_bytes()
         text = data.decode("utf-8", errors="replace")
         return "\n".join(text.splitlines()[-lines:])
 

@@ -332,7 +332,11 @@ def follow_run(
         expected_tasks=record.task_count,
         pool_id=record.pool_id,
     )
-    failed = client.failed_tasks(record.job_id) if summary.counts.failed else []
+    failed = (
+        client.failed_tasks(record.job_id, logs_prefix=record.storage_prefix)
+        if summary.counts.failed
+        else []
+    )
     collected = collect_run(record, client) if collect else None
     # A start task that failed on some nodes only is silent in Batch; say so.
     nodes = summary.node_failures or client.node_failures(record.pool_id)
@@ -351,16 +355,21 @@ def follow_run(
 def run_status(record: RunRecord, client: Client) -> RunReport:
     """Where a run stands now: counts (one request), failures with their stderr tails."""
     counts = client.task_counts(record.job_id)
-    failed = client.failed_tasks(record.job_id) if counts.failed else []
-    return RunReport(record, None, counts, failed)
+    failed = (
+        client.failed_tasks(record.job_id, logs_prefix=record.storage_prefix)
+        if counts.failed
+        else []
+    )
+    # Tasks waiting while nothing runs: say so when it is because no node can run them.
+    nodes = client.unusable_pool(record.pool_id) if counts.active and not counts.running else []
+    return RunReport(record, None, counts, failed, node_failures=nodes, pool_unusable=bool(nodes))
 
 
 def teardown_pool(
-    record: RunRecord, client: Client, policy: bool | None, say: Callable[[str], None]
+    record: RunRecord, client: Client, delete: bool, say: Callable[[str], None]
 ) -> bool:
-    """Delete the pool after a run: ``policy`` True/False forces it; None deletes a pool the
-    run created (so nobody pays for idle nodes) and keeps one that existed before."""
-    delete = record.pool_created_by_run if policy is None else policy
+    """Delete the run's pool when ``delete`` (the CLI's default: when this command created
+    it, so nobody pays for idle nodes, while a pool that existed before is kept)."""
     if not delete:
         return False
     say(f"pool {record.pool_id}: deleting (pass --keep-pool to keep it for the next run)")

@@ -153,12 +153,16 @@ def run(
     report = follow_run(record, client, progress=not quiet and sys.stderr.isatty(), timeout=timeout)
     _print_report(report, console)
     if report.summary is not None and report.summary.timed_out:
-        say(
-            f"still running after {timeout} s; the pool is kept. Resume: batchlaunch status "
-            f"{record.run_id}"
+        _outcome(report)  # failures so far come first
+        raise RunFailed(
+            f"run {record.run_id}: still running after {timeout:g} s; the pool is kept. "
+            f"Follow it with `batchlaunch status {record.run_id}`, then "
+            f"`batchlaunch collect {record.run_id}`"
         )
-    else:
-        teardown_pool(record, client, None if keep_pool is None else not keep_pool, say)
+    # Only a pool this command created is deleted by default: one that existed before it
+    # (even one an earlier attempt of this run created) may be serving other work.
+    delete = submission.pool_created if keep_pool is None else not keep_pool
+    teardown_pool(record, client, delete, say)
     _outcome(report)
 
 

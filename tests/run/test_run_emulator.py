@@ -239,3 +239,79 @@ def test_run_record_holds_no_secret(
     record = json.loads(record_file.read_text())
     assert record["job_id"] == "rec1" and record["task_count"] == 1
     assert run_env["AZURE_BATCH_ACCESS_KEY"] not in record_file.read_text()
+
+
+def test_rerun_keeps_a_pool_that_existed_before_this_command(
+    run_env: dict[str, str],
+    cli: Callable[..., CliResult],
+    write_params: Callable[..., Path],
+    tmp_path: Path,
+    batch_client: Any,
+) -> None:
+    params = write_params(SWEEP.format(pool="prior", values=[1]))
+    first = cli("run", str(params), "--run-id", "prior1", "--out", str(tmp_path / "o"), "-q")
+    assert first.code == 0, first.err  # created the pool, then deleted it
+    created = cli("pool", "create", str(params))
+    assert created.code == 0, created.err
+    again = cli("run", str(params), "--run-id", "prior1", "--out", str(tmp_path / "o"), "-q")
+    assert again.code == 0, again.err
+    assert batch_client.get_pool("prior").id == "prior"  # still there: not this command's
+
+
+def test_timeout_with_unfinished_tasks_is_not_success(
+    run_env: dict[str, str],
+    cli: Callable[..., CliResult],
+    write_params: Callable[..., Path],
+    tmp_path: Path,
+) -> None:
+    params = write_params(
+        """
+        [pool]
+        id = "slowpool"
+        [job]
+        id = "slow"
+        [[tasks]]
+        id = "nap"
+        command = "sleep 30"
+        """
+    )
+    result = cli(
+        "run",
+        str(params),
+        "--run-id",
+        "slow1",
+        "--out",
+        str(tmp_path / "o"),
+        "--timeout",
+        "1",
+        "-q",
+    )
+    assert result.code == 1
+    assert "run slow1: still running after 1 s; the pool is kept" in result.err
+    cli("pool", "delete", str(params))
+
+
+def test_status_and_stderr_tails_after_the_pool_is_gone(
+    run_env: dict[str, str],
+    cli: Callable[..., CliResult],
+    write_params: Callable[..., Path],
+    tmp_path: Path,
+) -> None:
+    params = write_params(
+        """
+        [pool]
+        id = "gonepool"
+        [job]
+        id = "gone"
+        [[tasks]]
+        id = "bad"
+        command = "echo 'disk quota exceeded' >&2; exit 3"
+        """
+    )
+    run = cli("run", str(params), "--run-id", "gone1", "--out", str(tmp_path / "o"), "-q")
+    assert run.code == 1  # and the pool, created by this run, is deleted
+    status = cli("status", "gone1")
+    assert status.code == 1
+    assert "task bad failed (exit code 3)" in status.err
+    assert "disk quota exceeded" in status.err  # read from the stored copy
+    assert "Traceback" not in status.err

@@ -70,3 +70,28 @@ def test_failed_start_task_is_diagnosed_with_its_step(
     assert "batchlaunch-no-such-package-4f2a9" in err
     assert "--start-task --node" in err
     assert "pool pybroken has no usable node" in err
+
+
+def test_status_of_a_detached_run_says_the_start_task_failed(
+    run_env: dict[str, str],
+    cli: Callable[..., CliResult],
+    write_params: Callable[..., Path],
+    tmp_path: Path,
+) -> None:
+    import time
+
+    params = write_params(
+        PARAMS.format(pool="pydetached", packages='"batchlaunch-no-such-package-4f2a9"'),
+        **{"requirements.txt": "\n"},
+    )
+    submitted = cli("run", str(params), "--run-id", "det-broken", "--detach")
+    assert submitted.code == 0, submitted.err
+    deadline = time.monotonic() + 60
+    while True:
+        status = cli("status", "det-broken")
+        if "no node of the pool can run tasks" in status.err or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert status.code == 1
+    assert "batchlaunch: step 'install python packages' failed" in status.err
+    cli("pool", "delete", str(params))
