@@ -17,6 +17,7 @@ which `collect` mirrors into ``OUT/<RUN_ID>/<TASK_ID>/``.
 from __future__ import annotations
 
 import glob
+import shlex
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -165,33 +166,49 @@ class TaskBuilder:
         """Resource files for the declared outputs of the task's parents.
 
         The blobs do not exist yet when the task is submitted; Batch fetches resource files
-        when the task starts, which is after its parents completed. A literal output lands
-        at ``DIR/PARENT/OUTPUT``; a wildcard one brings the parent's whole prefix, under
-        ``DIR/runs/RUN_ID/PARENT/``.
+        when the task starts, which is after its parents completed. Each lands at
+        ``DIR/PARENT/PATH``, PATH being where the parent wrote it. A literal output is one
+        blob; a wildcard one is the parent's blobs under the pattern's fixed directories,
+        which Batch writes under their full names (``DIR/runs/RUN_ID/PARENT/...``) and
+        `parent_relocation` moves into place before the command runs.
         """
         if not task.parent_outputs or self.outputs_of is None:
             return []
         files = []
         for parent in task.depends_on:
+            prefix = task_prefix(self.run_id, parent)
             for pattern in self.outputs_of.get(parent, []):
+                blob = output_blob_path(prefix, pattern)
                 if _has_wildcard(pattern):
                     files.append(
                         {
                             "storageContainerUrl": self._read_container_url(),
-                            "blobPrefix": task_prefix(self.run_id, parent) + "/",
+                            "blobPrefix": blob + "/",
                             "filePath": task.parent_outputs,
                         }
                     )
-                    break
-                blob = output_blob_path(task_prefix(self.run_id, parent), pattern)
-                name = blob.split("/", 3)[3]
+                    continue
                 files.append(
                     {
                         "httpUrl": self.client.store.read_url(blob, self.lifetime),
-                        "filePath": f"{task.parent_outputs}/{parent}/{name}",
+                        "filePath": f"{task.parent_outputs}/{parent}/{blob[len(prefix) + 1 :]}",
                     }
                 )
         return files
+
+    def parent_relocation(self, task: TaskInstance) -> str:
+        """Shell lines that move wildcard parent outputs from their full blob names to
+        ``DIR/PARENT/...`` (empty when no parent output has a wildcard)."""
+        if not task.parent_outputs or self.outputs_of is None:
+            return ""
+        if not any(
+            _has_wildcard(p) for parent in task.depends_on for p in self.outputs_of.get(parent, [])
+        ):
+            return ""
+        target = shlex.quote(task.parent_outputs)
+        landed = shlex.quote(f"{task.parent_outputs}/{run_prefix(self.run_id)}")
+        top = shlex.quote(f"{task.parent_outputs}/{run_prefix(self.run_id).split('/')[0]}")
+        return f"if [ -d {landed} ]; then cp -a {landed}/. {target}/ && rm -rf {top}; fi\n"
 
     def _read_container_url(self) -> str:
         if self._read_url is None:
@@ -202,7 +219,7 @@ class TaskBuilder:
         from launcher.client import TaskSpec
 
         return TaskSpec(
-            command=task.command,
+            command=self.parent_relocation(task) + task.command,
             task_id=task.id,
             depends_on=tuple(task.depends_on),
             depends_on_range=task.depends_on_range,

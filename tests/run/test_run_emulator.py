@@ -315,3 +315,43 @@ def test_status_and_stderr_tails_after_the_pool_is_gone(
     assert "task bad failed (exit code 3)" in status.err
     assert "disk quota exceeded" in status.err  # read from the stored copy
     assert "Traceback" not in status.err
+
+
+def test_parent_outputs_land_under_each_parent_for_wildcards_and_literals(
+    run_env: dict[str, str],
+    cli: Callable[..., CliResult],
+    write_params: Callable[..., Path],
+    tmp_path: Path,
+) -> None:
+    params = write_params(
+        """
+        [pool]
+        id = "parents"
+        dedicated_nodes = 2
+        task_slots_per_node = 2
+        [job]
+        id = "parents"
+        [[tasks]]
+        id = "sq"
+        command = "mkdir -p res && echo $(({n} * {n})) > res/sq.txt && echo {n} > lit.txt"
+        outputs = ["res/*.txt", "lit.txt"]
+        sweep = { n = [2, 3] }
+        [[tasks]]
+        id = "sum"
+        command = '''find parents -type f | sort > tree.txt
+        cat parents/*/res/*.txt | paste -sd+ | bc > total.txt'''
+        outputs = ["tree.txt", "total.txt"]
+        depends_on = ["sq"]
+        parent_outputs = "parents"
+        """
+    )
+    out = tmp_path / "out"
+    result = cli("run", str(params), "--run-id", "par1", "--out", str(out), "-q")
+    assert result.code == 0, result.err
+    assert (out / "par1" / "sum" / "total.txt").read_text().strip() == "13"
+    assert (out / "par1" / "sum" / "tree.txt").read_text().split() == [
+        "parents/sq-0/lit.txt",
+        "parents/sq-0/res/sq.txt",
+        "parents/sq-1/lit.txt",
+        "parents/sq-1/res/sq.txt",
+    ]
