@@ -8,20 +8,27 @@
 
 A node user with the pool's generated key is created for the session on each node used and
 deleted at the end (``--keep-user`` leaves it; it expires after ``--expiry`` hours anyway).
+
+Commands and the shell run under bash with the runtime environment the tasks get: the
+start task's ``$AZ_BATCH_NODE_SHARED_DIR/batchlaunch/env.sh`` is sourced when it exists
+(SSH logins on Azure Batch do not get the ``AZ_BATCH_*`` variables, so the shared dir
+defaults to Batch's Linux ``/mnt/batch/tasks/shared``).
 """
 
 from __future__ import annotations
 
+import shlex
 import stat
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import click
 
+from bootstrap.command import ENV_FILE
 from launcher.errors import UserError
 from launcher.logs import start_task_failure
 
@@ -92,6 +99,37 @@ def choose_nodes(
     raise UserError(f"pool {pool_id} has no idle or running node; nodes: {listing}{hint}")
 
 
+#: Where Batch puts the shared dir on Linux nodes, for sessions without AZ_BATCH_* variables.
+DEFAULT_SHARED_DIR = "/mnt/batch/tasks/shared"
+
+
+def with_task_env(cmd: str) -> str:
+    """`cmd` run by bash after sourcing the runtime's env.sh (quietly skipped when the
+    start task has not written one), so a session sees the Python/Julia/R its tasks see.
+
+    env.sh is written by bash (``printf %q``), so it is sourced by bash, not the login sh."""
+    script = (
+        f'BL_ENV="${{AZ_BATCH_NODE_SHARED_DIR:-{DEFAULT_SHARED_DIR}}}/{ENV_FILE}"\n'
+        'if [ -f "$BL_ENV" ]; then . "$BL_ENV"; fi\n'
+        "unset BL_ENV\n"
+        f"{cmd}"
+    )
+    return "/bin/bash -c " + shlex.quote(script)
+
+
+#: The interactive shell: bash on the pty with env.sh sourced (not a login shell: a
+#: login shell's /etc/profile would reset PATH on Debian images). A non-interactive bash
+#: drops PS1 from its environment, so a PS1 the session was given is carried as BL_PS1. On
+#: the emulator (AZ_BATCH_NODE_ROOT_DIR is set in its sessions, not in Batch's) the session
+#: has the host user's HOME, whose ~/.bashrc is not the node's: skipped there.
+INTERACTIVE_SHELL = 'BL_PS1="${PS1:-}" ' + with_task_env(
+    'if [ -n "$BL_PS1" ]; then export PS1="$BL_PS1"; fi\n'
+    "unset BL_PS1\n"
+    'if [ -n "${AZ_BATCH_NODE_ROOT_DIR:-}" ]; then exec /bin/bash --norc -i; fi\n'
+    "exec /bin/bash -i"
+)
+
+
 def exit_code(code: int) -> int:
     """A remote status as ssh(1) exits: no status (killed by a signal) is 255."""
     return 255 if code < 0 else code
@@ -111,8 +149,22 @@ def exit_code(code: int) -> int:
     metavar="HOURS",
     help="Node user lifetime.",
 )
-@click.option("--get", "get", nargs=2, metavar="REMOTE LOCAL", help="Copy a file or tree here.")
-@click.option("--put", "put", nargs=2, metavar="LOCAL REMOTE", help="Copy a file or tree there.")
+@click.option(
+    "--get",
+    "get",
+    nargs=2,
+    metavar="REMOTE LOCAL",
+    help="Copy a file or tree here. On the emulator, remote paths are rooted at the node's "
+    "directory (/ is $AZ_BATCH_NODE_ROOT_DIR: /shared, /startup, /workitems).",
+)
+@click.option(
+    "--put",
+    "put",
+    nargs=2,
+    metavar="LOCAL REMOTE",
+    help="Copy a file or tree there. A file's remote parent directory must exist (it is "
+    "not created: the error names it); a tree's REMOTE is created.",
+)
 @click.option(
     "--forget-host-key",
     is_flag=True,
@@ -131,7 +183,11 @@ def ssh(
     forget_host_key: bool,
     command: tuple[str, ...],
 ) -> None:
-    """Shell, command (after --) or file copy on a pool node, over SSH with a generated key."""
+    """Shell, command (after --) or file copy on a pool node, over SSH with a generated key.
+
+    Commands and the shell run under bash with the tasks' runtime environment (the start
+    task's env.sh is sourced when it exists).
+    """
     from launcher.client import Client
     from launcher.params import load_params
     from launcher.ssh import HostKeyStore, NodeAccess
@@ -199,15 +255,16 @@ def _session(
     if put:
         local, remote = put
         for node in nodes:
-            where = _put(conns[node], Path(local), remote)
+            where = _put(conns[node], Path(local), remote, node)
             click.echo(f"{node}: {local} -> {where}", err=True)
         return 0
     piped = sys.stdin is not None and not sys.stdin.isatty()
     if not cmd and not piped:
-        return exit_code(conns[nodes[0]].shell())
+        return exit_code(conns[nodes[0]].shell(command=INTERACTIVE_SHELL))
     if not cmd:  # as ssh(1): no terminal here, so a shell without a pty reads stdin
         click.echo("ssh: stdin is not a terminal: running a shell without a pty", err=True)
-        cmd = 'exec "${SHELL:-/bin/sh}"'
+        cmd = "exec /bin/bash"
+    cmd = with_task_env(cmd)
     if len(nodes) > 1:
         results = run_on_all(conns, cmd, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer)
         failed = {n: r for n, r in results.items() if not r.ok}
@@ -242,10 +299,38 @@ def _get(conn: Any, remote: str, local: Path) -> Path:
     return Path(conn.get(remote, local))
 
 
-def _put(conn: Any, local: Path, remote: str) -> str:
+def _put(conn: Any, local: Path, remote: str, node: str) -> str:
     if local.is_dir():
         conn.put_dir(local, remote)
         return remote
     if not local.is_file():
         raise UserError(f"ssh --put: {local}: no such file or directory")
+    _check_remote_parent(conn, remote, node)
     return str(conn.put(local, remote))
+
+
+def _check_remote_parent(conn: Any, remote: str, node: str) -> None:
+    """A file goes to `remote` (or into it, if a directory): its parent must exist, and the
+    error says which directory is missing rather than that the file is."""
+
+    def is_dir(path: str) -> bool | None:
+        try:
+            return stat.S_ISDIR(conn.sftp.stat(path).st_mode or 0)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return True  # not ours to judge (permissions): let the copy report it
+
+    if is_dir(remote):
+        return
+    parent = str(PurePosixPath(remote).parent)
+    found = is_dir(parent)
+    if found is None:
+        raise UserError(
+            f"ssh --put: {parent}: no such directory on node {node} (remote paths "
+            f"on the emulator are rooted at the node's directory); create it with "
+            f"`batchlaunch ssh PARAMS --node ID -- mkdir -p {shlex.quote(parent)}` or put "
+            "the file into an existing directory"
+        )
+    if found is False:
+        raise UserError(f"ssh --put: {parent} on node {node} is not a directory")

@@ -301,9 +301,12 @@ class Connection:
                 chan.close()
 
     def shell(
-        self, stdin: IO[bytes] | IO[str] | None = None, stdout: IO[bytes] | IO[str] | None = None
+        self,
+        stdin: IO[bytes] | IO[str] | None = None,
+        stdout: IO[bytes] | IO[str] | None = None,
+        command: str | None = None,
     ) -> int:
-        """An interactive login shell on a pty; returns the remote exit status.
+        """An interactive login shell (or `command`) on a pty; returns the remote exit status.
 
         The local terminal is put in raw mode (so Ctrl-C, Ctrl-Z, arrows go to the remote),
         window size changes (SIGWINCH) are passed on, and the terminal is restored after.
@@ -311,7 +314,7 @@ class Connection:
         from launcher.ssh.shell import interactive
 
         with self._lost("interactive shell"):
-            return interactive(self._transport(), stdin or sys.stdin, stdout or sys.stdout)
+            return interactive(self._transport(), stdin or sys.stdin, stdout or sys.stdout, command)
 
     # -- files -------------------------------------------------------------------------------
     @property

@@ -44,9 +44,13 @@ def window_size(fd: int) -> tuple[int, int]:
 
 
 def interactive(
-    transport: paramiko.Transport, stdin: IO[bytes] | IO[str], stdout: IO[bytes] | IO[str]
+    transport: paramiko.Transport,
+    stdin: IO[bytes] | IO[str],
+    stdout: IO[bytes] | IO[str],
+    command: str | None = None,
 ) -> int:
-    """Run a login shell on a pty until it exits; its exit status (-1 if none was sent)."""
+    """Run a login shell (or `command`, e.g. one that sets up an environment and execs a
+    shell) on a pty until it exits; its exit status (-1 if none was sent)."""
     try:
         in_fd, out_fd = stdin.fileno(), stdout.fileno()
     except (AttributeError, OSError, ValueError):
@@ -57,7 +61,10 @@ def interactive(
     chan = transport.open_session()
     try:
         chan.get_pty(term=os.environ.get("TERM", "xterm"), width=size[0], height=size[1])
-        chan.invoke_shell()
+        if command is None:
+            chan.invoke_shell()
+        else:
+            chan.exec_command(command)
         with _signals(catch_interrupt=not is_tty) as wake, _raw(in_fd if is_tty else None):
             _loop(chan, in_fd, out_fd, wake, size)
         return chan.recv_exit_status()

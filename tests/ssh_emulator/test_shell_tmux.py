@@ -67,12 +67,27 @@ def test_interactive_shell_on_a_node(cluster: Cluster, tmux: Tmux, tmp_path: Pat
     )
     argv = shlex.join(cluster.command("ssh", str(cluster.params), "--node", node))
     cmd = f"env {assigns} TERM=xterm {argv}; echo $? > {shlex.quote(str(status))}; sleep 60"
+    env_sh = 'd="$AZ_BATCH_NODE_SHARED_DIR/batchlaunch"'
+    made = cluster.cli(
+        "ssh", str(cluster.params), "--node", node, "--",
+        f'{env_sh}; mkdir -p "$d" && echo "export BL_SHELL_MARK=from-env-sh" > "$d/env.sh"',
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    try:
+        _drive_shell(cluster, tmux, node, cmd, status)
+    finally:
+        cluster.cli("ssh", str(cluster.params), "--node", node, "--", f'{env_sh}; rm -r "$d"')
+
+
+def _drive_shell(cluster: Cluster, tmux: Tmux, node: str, cmd: str, status: Path) -> None:
     tmux("new-session", "-d", "-s", "t", "-x", "200", "-y", "30", cmd)
     tmux("set-option", "-g", "status", "off")
     tmux.wait_for(rf"@{re.escape(node)}:{re.escape(node)}[#$] *$")  # prompt: user@node:dir
 
     tmux.type("echo hi-$((6*7)) $AZ_BATCH_POOL_ID")
     tmux.wait_for(rf"^hi-42 {re.escape(cluster.pool_id)}\s*$")
+    tmux.type("echo mark-$BL_SHELL_MARK")  # the runtime's env.sh was sourced
+    tmux.wait_for(r"^mark-from-env-sh\s*$")
     tmux.type("tty; stty size")
     screen = tmux.wait_for(r"^30 200\s*$")
     assert re.search(r"^/dev/pts/\d+\s*$", screen, re.M)  # a real pty on the node side

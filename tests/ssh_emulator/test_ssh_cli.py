@@ -135,3 +135,48 @@ def test_shell_without_a_terminal_reads_commands_from_stdin(cluster: Cluster) ->
     assert done.returncode == 4, done.stderr
     assert done.stdout == f"piped-{cluster.node_ids[1]}\n"
     assert "to-err" in done.stderr and "not a terminal" in done.stderr
+
+
+def test_put_into_a_missing_directory_names_it(cluster: Cluster, tmp_path: Path) -> None:
+    src = tmp_path / "up.txt"
+    src.write_text("x")
+    node = cluster.node_ids[0]
+    done = cluster.cli(
+        "ssh", str(cluster.params), "--node", node, "--put", str(src), "/no-such-dir/x_up.txt"
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith(
+        f"error: ssh --put: /no-such-dir: no such directory on node {node}"
+    )
+    assert "mkdir -p /no-such-dir" in done.stderr
+
+
+def test_commands_and_all_nodes_see_the_task_environment(cluster: Cluster, tmp_path: Path) -> None:
+    """A pool whose python runtime (version "system") writes env.sh: `ssh -- CMD` and
+    `--all-nodes` get BATCHLAUNCH_PYTHON as tasks do; the session pool (no runtime, no
+    env.sh) runs commands quietly without it."""
+    import uuid
+
+    from launcher.client import Client
+    from tests.ssh_emulator.conftest import wait_nodes, write_params
+
+    pool_id = f"sshenv-{uuid.uuid4().hex[:6]}"
+    params = write_params(tmp_path / "py.toml", cluster.info, pool_id, nodes=1)
+    params.write_text(
+        params.read_text().replace('language = "none"', 'language = "python"\nversion = "system"')
+    )
+    Client(params).create_pool()
+    try:
+        wait_nodes(cluster.client, pool_id, 1, {"idle"}, timeout=120)
+        one = cluster.cli("ssh", str(params), "--", 'echo "py=$BATCHLAUNCH_PYTHON"')
+        assert one.returncode == 0, one.stderr
+        assert one.stdout.startswith("py=/") and "python3" in one.stdout
+        every = cluster.cli(
+            "ssh", str(params), "--all-nodes", "--", 'echo "py=$BATCHLAUNCH_PYTHON"'
+        )
+        assert every.returncode == 0, every.stderr
+        assert every.stdout == one.stdout  # one node: no [node] prefix
+    finally:
+        cluster.client.begin_delete_pool(pool_id, polling_interval=0.1).result()
+    plain = cluster.cli("ssh", str(cluster.params), "--", 'echo "py=${BATCHLAUNCH_PYTHON:-none}"')
+    assert plain.returncode == 0 and plain.stdout == "py=none\n" and plain.stderr == ""
