@@ -16,10 +16,15 @@ which `collect` mirrors into ``OUT/<RUN_ID>/<TASK_ID>/``.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
+import hashlib
+import json
 import shlex
+import shutil
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -85,6 +90,10 @@ class Submission:
     existing: int
     pool_created: bool
     seconds: float
+    #: A resumed run whose task definitions (or resource files) changed since it started:
+    #: tasks already submitted keep their old definition.
+    definitions_changed: bool = False
+    retried: int = 0
 
 
 @dataclass
@@ -271,6 +280,44 @@ def _prepare_record(
     return record, False
 
 
+def tasks_digest(tasks: Iterable[TaskInstance]) -> str:
+    """A fingerprint of the task definitions, resource file contents included, so a resumed
+    run can tell that the parameter file or a script changed since it started."""
+    digest = hashlib.sha256()
+    seen: dict[str, str] = {}
+    for task in tasks:
+        digest.update(json.dumps(dataclasses.asdict(task), sort_keys=True, default=str).encode())
+        for source in task.resource_files:
+            if source not in seen:
+                path = Path(source)
+                seen[source] = (
+                    hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else source
+                )
+            digest.update(seen[source].encode())
+    return digest.hexdigest()
+
+
+def _failed_and_dependants(client: Client, job_id: str, tasks: list[TaskInstance]) -> set[str]:
+    """Failed tasks of the job plus every task that (transitively) depends on one of them
+    and has not succeeded: what `--retry-failed` deletes and adds again."""
+    outcome: dict[str, str] = {}
+    for task in client.batch.list_tasks(job_id, select=["id", "state", "executionInfo"]):
+        info = task.execution_info
+        result = getattr(getattr(info, "result", None), "value", getattr(info, "result", None))
+        outcome[str(task.id)] = str(result or "")
+    redo = {task_id for task_id, result in outcome.items() if result == "failure"}
+    changed = True
+    while changed:
+        changed = False
+        for task in tasks:
+            if task.id in redo or outcome.get(task.id) == "success":
+                continue
+            if any(dep in redo for dep in task.depends_on):
+                redo.add(task.id)
+                changed = True
+    return redo
+
+
 def submit_run(
     params: Params,
     *,
@@ -278,9 +325,14 @@ def submit_run(
     out_dir: Path | None = None,
     client: Client | None = None,
     max_concurrency: int = 8,
+    retry_failed: bool = False,
     say: Callable[[str], None] = lambda _msg: None,
 ) -> Submission:
-    """Ensure the pool, create the job and add every task not yet there; return at once."""
+    """Ensure the pool, create the job and add every task not yet there; return at once.
+
+    ``retry_failed`` (a resumed run): delete the failed tasks, and those waiting on them,
+    and add them again with the parameter file's current definitions.
+    """
     from launcher.client import Client
 
     started = time.monotonic()
@@ -290,6 +342,9 @@ def submit_run(
     if not tasks:
         raise UserError(f"{params.path}: [[tasks]]: no tasks; add at least one [[tasks]] entry")
     record.task_count = len(tasks)
+    digest = tasks_digest(tasks)
+    previous_digest = record.extra.get("tasks_digest")
+    record.extra["tasks_digest"] = digest
     record.save()  # before any remote work, so a killed run can be resumed by id
 
     say(f"pool {record.pool_id}: ensuring it exists")
@@ -304,6 +359,22 @@ def submit_run(
         record.job_id, record.pool_id, exist_ok=True, mark_complete_after_tasks_run=False
     )
     present = existing_task_ids(client, record.job_id) if resumed or not pool.created else set()
+    retried: set[str] = set()
+    if retry_failed and present:
+        retried = _failed_and_dependants(client, record.job_id, tasks) & present
+        if retried:
+            say(f"job {record.job_id}: retrying {len(retried)} failed or blocked task(s)")
+            with ThreadPoolExecutor(max_workers=max_concurrency) as pool_of_threads:
+                list(
+                    pool_of_threads.map(
+                        lambda task_id: client.batch.delete_task(record.job_id, task_id),
+                        sorted(retried),
+                    )
+                )
+            present -= retried
+            for task_id in retried:  # their old outputs, in storage and downloaded
+                client.store.delete_prefix(task_prefix(record.run_id, task_id) + "/")
+                shutil.rmtree(Path(record.out_dir) / record.run_id / task_id, ignore_errors=True)
     todo = [t for t in tasks if t.id not in present]
     say(f"job {record.job_id}: {len(todo)} task(s) to add, {len(tasks) - len(todo)} present")
     if todo:
@@ -320,6 +391,10 @@ def submit_run(
         existing=len(tasks) - len(todo),
         pool_created=pool.created,
         seconds=time.monotonic() - started,
+        definitions_changed=bool(
+            resumed and previous_digest and previous_digest != digest and len(todo) < len(tasks)
+        ),
+        retried=len(retried),
     )
 
 

@@ -103,6 +103,10 @@ class Store(ABC):
         """Copy one blob to ``dest`` (parents created); return ``dest``."""
 
     @abstractmethod
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every blob under ``prefix`` (a retried task's old outputs); how many."""
+
+    @abstractmethod
     def read_url(self, blob_name: str, expiry: timedelta) -> str:
         """A URL a node can GET the blob from: read-only, expiring after ``expiry``."""
 
@@ -227,6 +231,12 @@ class LocalStore(Store):
                 found.append(BlobInfo(name, path.stat().st_size))
         return sorted(found, key=lambda b: b.name)
 
+    def delete_prefix(self, prefix: str) -> int:
+        blobs = self.list_blobs(check_blob_name(prefix))
+        for blob in blobs:
+            self._path(blob.name).unlink(missing_ok=True)
+        return len(blobs)
+
     def download(self, blob_name: str, dest: Path) -> Path:
         source = self._path(blob_name)
         if not source.is_file():
@@ -325,6 +335,13 @@ class BlobStore(Store):
     def exists(self, blob_name: str) -> bool:
         with self._errors():
             return bool(self.client.get_blob_client(check_blob_name(blob_name)).exists())
+
+    def delete_prefix(self, prefix: str) -> int:
+        names = [b.name for b in self.list_blobs(check_blob_name(prefix))]
+        with self._errors():
+            for start in range(0, len(names), 256):  # the batch API's limit per request
+                self.client.delete_blobs(*names[start : start + 256])
+        return len(names)
 
     def list_blobs(self, prefix: str = "") -> list[BlobInfo]:
         from azure.core.exceptions import ResourceNotFoundError

@@ -102,6 +102,12 @@ def _outcome(report: RunReport) -> None:
     help="After the run, keep or delete the pool. Default: delete a pool this run created "
     "(no idle nodes to pay for), keep one that already existed.",
 )
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="With the --run-id of an earlier run: delete its failed tasks (and those waiting on "
+    "them) and run them again with the parameter file's current definitions.",
+)
 @click.option("--timeout", type=float, help="Stop following after SECONDS (tasks go on).")
 @click.option(
     "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a parameter."
@@ -113,6 +119,7 @@ def run(
     out_dir: Path | None,
     detach: bool,
     keep_pool: bool | None,
+    retry_failed: bool,
     timeout: float | None,
     overrides: tuple[str, ...],
     quiet: bool,
@@ -140,8 +147,26 @@ def run(
         if not quiet:
             console.print(message, markup=False)
 
-    submission = submit_run(loaded, run_id=run_id, out_dir=out_dir, client=client, say=say)
+    if retry_failed and run_id is None:
+        raise click.UsageError("--retry-failed needs the --run-id of the run to retry")
+    submission = submit_run(
+        loaded,
+        run_id=run_id,
+        out_dir=out_dir,
+        client=client,
+        retry_failed=retry_failed,
+        say=say,
+    )
     record = submission.record
+    if submission.definitions_changed:
+        console.print(
+            f"warning: the tasks of {params} (or their resource files) changed since run "
+            f"{record.run_id} started; tasks already submitted keep their old definition. "
+            "Use --retry-failed to run the failed ones again with the new definition, or a "
+            "new --run-id for a fresh run.",
+            style="yellow",
+            markup=False,
+        )
     say(
         f"run {record.run_id}: {submission.added} task(s) added, {submission.existing} already"
         f" present ({submission.seconds:.1f} s)"

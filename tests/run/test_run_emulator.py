@@ -355,3 +355,49 @@ def test_parent_outputs_land_under_each_parent_for_wildcards_and_literals(
         "parents/sq-1/lit.txt",
         "parents/sq-1/res/sq.txt",
     ]
+
+
+def test_fixed_file_warns_on_resume_and_retry_failed_reruns_with_the_fix(
+    run_env: dict[str, str],
+    cli: Callable[..., CliResult],
+    write_params: Callable[..., Path],
+    tmp_path: Path,
+    batch_client: Any,
+) -> None:
+    text = """
+        [pool]
+        id = "retry"
+        [job]
+        id = "retry"
+        [[tasks]]
+        id = "prep"
+        command = "{prep}"
+        [[tasks]]
+        id = "use"
+        command = "echo used"
+        depends_on = ["prep"]
+        [[tasks]]
+        id = "other"
+        command = "echo other"
+    """
+    out = tmp_path / "out"
+    params = write_params(text.format(prep="exit 5"))
+    first = cli("run", str(params), "--run-id", "retry1", "--out", str(out), "--keep-pool", "-q")
+    assert first.code == 1
+    assert "task prep failed (exit code 5)" in first.err
+    assert "1 blocked by a failed dependency" in first.err
+
+    write_params(text.format(prep="echo fixed"))
+    resumed = cli("run", str(params), "--run-id", "retry1", "--out", str(out), "--keep-pool")
+    assert resumed.code == 1  # nothing re-ran
+    assert "changed since run retry1 started" in resumed.err.replace("\n", " ")
+
+    retried = cli(
+        "run", str(params), "--run-id", "retry1", "--out", str(out), "--retry-failed", "-q"
+    )
+    assert retried.code == 0, retried.err
+    assert (out / "retry1" / "prep" / "logs" / "stdout.txt").read_text() == "fixed\n"
+    assert (out / "retry1" / "use" / "logs" / "stdout.txt").read_text() == "used\n"
+    # the task that had succeeded was not run again
+    other = batch_client.get_task("retry1", "other")
+    assert other.execution_info.retry_count == 0 and other.execution_info.exit_code == 0

@@ -213,3 +213,16 @@ def test_open_store_choices_and_errors(tmp_path: Path, monkeypatch: pytest.Monke
         open_store("s3://bucket", "data", env={})
     with pytest.raises(UserError, match=r"\[storage\] container"):
         open_store("local", "Bad_Name", env={})
+
+
+@pytest.mark.azurite
+def test_delete_prefix_removes_only_that_prefix(azurite: Any, tmp_path: Path) -> None:
+    for store in (
+        LocalStore("deleteme", root=tmp_path),
+        BlobStore("deleteme", connection_string=azurite.connection_string),
+    ):
+        store.ensure_container()
+        for name in ("runs/r/a/x.txt", "runs/r/a/logs/stdout.txt", "runs/r/ab/y.txt"):
+            store.upload_bytes(b"1", name)
+        assert store.delete_prefix("runs/r/a/") == 2
+        assert store.list() == ["runs/r/ab/y.txt"]
