@@ -63,6 +63,26 @@ class TaskFile:
         task = self.batch.get_task(self.job_id, self.task_id, select=["id", "state"])
         return _enum(task.state)
 
+    def outcome(self) -> str | None:
+        """Why a completed task failed (``failed (exit code 4)``), or None if it succeeded."""
+        task = self.batch.get_task(self.job_id, self.task_id)
+        info = getattr(task, "execution_info", None)
+        code = getattr(info, "exit_code", None)
+        failure = getattr(info, "failure_info", None)
+        if _enum(getattr(info, "result", None)) != "failure" and code in (None, 0):
+            return None
+        parts = [f"exit code {code}"] if code is not None else []
+        if failure is not None and failure.code != "FailureExitCode":  # that one says no more
+            parts.append(f"{failure.code}: {failure.message}".strip(": "))
+        return f"failed ({'; '.join(parts) or 'no exit code'})"
+
+
+#: Asked while a task is still active (waiting for a node): a reason it never will get
+#: one (every node of the pool failed its start task), or None.
+Stuck = Callable[[], str | None]
+#: How often `follow_task_file` asks `Stuck` (it lists the pool's nodes).
+STUCK_CHECK_SECONDS = 5.0
+
 
 def _task_errors(job_id: str, task_id: str, fn: Callable[[], int]) -> int:
     from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
@@ -86,11 +106,13 @@ def print_task_file(
     write: Write,
     *,
     fallback: Callable[[], bytes | None] | None = None,
+    stuck: Stuck | None = None,
 ) -> int:
     """Write the whole file once; the number of bytes.
 
     A completed task whose node no longer has the file (the pool shrank, the node was
-    reimaged) is read through `fallback` (the copy uploaded to storage), if given."""
+    reimaged) is read through `fallback` (the copy uploaded to storage), if given. An
+    active task that `stuck` says will never run is a `UserError` with its reason."""
     file = TaskFile(batch, job_id, task_id, name)
 
     def once() -> int:
@@ -105,6 +127,9 @@ def print_task_file(
                     f"logs: task {task_id} completed but its node no longer has {name}, "
                     "and no copy was uploaded to storage"
                 )
+            reason = stuck() if stuck is not None and state == "active" else None
+            if reason:
+                raise UserError(f"logs: task {task_id} has no {name} and is {state}: {reason}")
             raise UserError(
                 f"logs: task {task_id} has no {name} yet (task is {state}); wait with --follow"
             )
@@ -126,17 +151,26 @@ def follow_task_file(
     *,
     poll: float = 0.5,
     notice: Write | None = None,
+    stuck: Stuck | None = None,
 ) -> int:
     """Write the file's bytes as they arrive, until the task completes; the byte count.
 
     A file that shrinks means the task was retried: `notice` is told and the new try's
-    output follows from its start."""
+    output follows from its start. While the task is active, `stuck` is asked every
+    `STUCK_CHECK_SECONDS`; a reason is a `UserError` (rather than waiting forever)."""
     file = TaskFile(batch, job_id, task_id, name)
 
     def loop() -> int:
         offset = total = 0
+        next_check = time.monotonic()
         while True:
-            done = file.state() == "completed"
+            state = file.state()
+            done = state == "completed"
+            if state == "active" and stuck is not None and time.monotonic() >= next_check:
+                next_check = time.monotonic() + STUCK_CHECK_SECONDS
+                reason = stuck()
+                if reason:
+                    raise UserError(f"logs: task {task_id} is {state}: {reason}")
             size = file.size()
             if size is not None and size < offset:
                 if notice is not None:

@@ -5,6 +5,10 @@ batchlaunch logs RUN_ID TASK_ID --stderr    its stderr.txt
 batchlaunch logs RUN_ID TASK_ID --follow    new bytes as they arrive, until the task completes
 batchlaunch logs RUN_ID --start-task --node ID   the start task's stdout and stderr on a node,
                                                  with the failing step highlighted
+
+Exit codes: 0 printed (with --follow: the task succeeded); 1 with --follow, the task failed
+(``task T failed (exit code N)`` on stderr); 2 an error (no such run or task, or the task
+can never run because no node of the pool is usable).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import click
 from launcher.errors import UserError
 
 if TYPE_CHECKING:
+    from launcher.client import Client
     from launcher.runs import RunRecord
 
 
@@ -39,8 +44,15 @@ def logs(
     node_id: str | None,
     poll: float,
 ) -> None:
-    """Print (or follow) a task's stdout or stderr, or a node's start-task logs."""
-    from launcher.logs import follow_task_file, print_task_file
+    """Print (or follow) a task's stdout or stderr, or a node's start-task logs.
+
+    \b
+    Exit codes: 0 printed (with --follow: the task succeeded);
+    1 with --follow: the task failed ("task T failed (exit code N)" on stderr);
+    2 error (no such run/task, or no usable node in the pool to run the task).
+    """
+    from launcher.errors import RunFailed
+    from launcher.logs import TaskFile, follow_task_file, print_task_file
     from launcher.runs import load_run
 
     record = load_run(run_id)
@@ -62,15 +74,25 @@ def logs(
             f"logs {run_id}: give a TASK_ID (see `batchlaunch status {run_id}`), "
             "or --start-task --node ID"
         )
-    batch = record.client().batch
+    client = record.client()
+    batch = client.batch
     name = "stderr.txt" if use_stderr else "stdout.txt"
+
+    def stuck() -> str | None:
+        return _no_usable_node(client, record)
+
     if follow:
 
         def notice(data: bytes) -> None:
             sys.stderr.buffer.write(data)
             sys.stderr.flush()
 
-        follow_task_file(batch, record.job_id, task_id, name, write, poll=poll, notice=notice)
+        follow_task_file(
+            batch, record.job_id, task_id, name, write, poll=poll, notice=notice, stuck=stuck
+        )
+        failed = TaskFile(batch, record.job_id, task_id, name).outcome()
+        if failed:
+            raise RunFailed(f"task {task_id} {failed}")
     else:
         print_task_file(
             batch,
@@ -79,7 +101,21 @@ def logs(
             name,
             write,
             fallback=lambda: _saved_copy(record, task_id, name),
+            stuck=stuck,
         )
+
+
+def _no_usable_node(client: Client, record: RunRecord) -> str | None:
+    """Why an active task will never get a node: every node of the pool failed its start
+    task (Batch keeps such a task active forever), with where to read why."""
+    failures = client.unusable_pool(record.pool_id)
+    if not failures:
+        return None
+    listing = ", ".join(f"{f.node_id} ({f.state})" for f in failures)
+    return (
+        f"pool {record.pool_id} has no usable node ({listing}); see why with "
+        f"`batchlaunch logs {record.run_id} --start-task --node {failures[0].node_id}`"
+    )
 
 
 def _saved_copy(record: RunRecord, task_id: str, name: str) -> bytes | None:

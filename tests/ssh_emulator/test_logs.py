@@ -166,3 +166,39 @@ def test_logs_of_a_completed_task_whose_file_is_gone(cluster: Cluster, tmp_path:
     copy = cluster.cli("logs", job_id, "t1")
     assert copy.returncode == 0, copy.stderr
     assert copy.stdout == "from-storage\n"
+
+
+def test_follow_a_failing_task_reports_it_and_exits_1(cluster: Cluster, tmp_path: Path) -> None:
+    job_id = cluster.job("followfail")
+    cluster.record(job_id, tmp_path / "out")
+    _add_task(cluster, job_id, "s", "echo before; exit 4")
+    done = cluster.cli("logs", job_id, "s", "--follow", "--poll", "0.1")
+    assert done.stdout == "before\n"
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == "task s failed (exit code 4)\n"
+
+
+def test_logs_of_a_task_on_a_pool_without_usable_nodes(cluster: Cluster, tmp_path: Path) -> None:
+    """Every node failed its start task: the task stays active forever, so `logs` says why
+    and where to look instead of suggesting to wait."""
+    from azure.batch import models
+
+    pool_id, _params, node = _failing_pool(cluster, tmp_path)
+    try:
+        job_id = f"stuck-{uuid.uuid4().hex[:6]}"
+        cluster.client.create_job(
+            models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool_id))
+        )
+        record = cluster.record(job_id, tmp_path / "out", pool_id=pool_id)
+        _add_task(cluster, job_id, "t1", "echo never")
+        for extra in ((), ("--follow", "--poll", "0.1")):
+            shown = cluster.cli("logs", record.run_id, "t1", *extra, timeout=30)
+            assert shown.returncode == 2, shown.stderr
+            assert shown.stderr.startswith("error: logs: task t1 ")
+            assert (
+                f"pool {pool_id} has no usable node ({node.id} (starttaskfailed))" in shown.stderr
+            )
+            assert f"batchlaunch logs {job_id} --start-task --node {node.id}" in shown.stderr
+            assert "wait with --follow" not in shown.stderr
+    finally:
+        cluster.client.begin_delete_pool(pool_id, polling_interval=0.1).result()
