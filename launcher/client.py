@@ -638,8 +638,9 @@ class Client:
                     raise UserError(
                         f"[pool] id: pool {spec.id!r} exists with a different spec"
                         f"{_describe_difference(existing, body)}; delete it "
-                        "(`batchlaunch pool delete PARAMS`), pass replace_existing=True, or "
-                        "choose another [pool] id"
+                        "(`batchlaunch pool delete PARAMS`), set [pool] replace_existing = true "
+                        "(or `batchlaunch pool create PARAMS --replace`), or choose another "
+                        "[pool] id"
                     )
                 self.delete_pool(spec.id, wait=True, timeout=wait_timeout)
             try:

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from launcher.commands.render import parse_set
+from launcher.errors import about_file
 
 params_argument = click.argument("params", type=click.Path(dir_okay=False, path_type=Path))
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
@@ -69,7 +70,8 @@ def create(params: Path, replace: bool, as_json: bool, overrides: tuple[str, ...
     [pool] replace_existing = true) is given.
     """
     client = _client(params, overrides)
-    info = client.create_pool(replace_existing=True if replace else None)
+    with about_file(params):
+        info = client.create_pool(replace_existing=True if replace else None)
     if not as_json:
         click.echo(
             f"pool {info.id}: {'created' if info.created else 'exists with the same spec'}",
@@ -84,7 +86,8 @@ def create(params: Path, replace: bool, as_json: bool, overrides: tuple[str, ...
 @set_option
 def show(params: Path, as_json: bool, overrides: tuple[str, ...]) -> None:
     """State, node counts and node states of PARAMS's pool."""
-    _print_pool(_client(params, overrides).show_pool(), as_json)
+    with about_file(params):
+        _print_pool(_client(params, overrides).show_pool(), as_json)
 
 
 @pool.command()
@@ -106,7 +109,10 @@ def resize(
     if dedicated is None and low_priority is None:
         raise click.UsageError("give --dedicated N and/or --low-priority N")
     client = _client(params, overrides)
-    info = client.resize_pool(dedicated_nodes=dedicated, low_priority_nodes=low_priority, wait=wait)
+    with about_file(params):
+        info = client.resize_pool(
+            dedicated_nodes=dedicated, low_priority_nodes=low_priority, wait=wait
+        )
     _print_pool(info, as_json)
 
 
@@ -118,7 +124,9 @@ def delete(params: Path, wait: bool, overrides: tuple[str, ...]) -> None:
     """Delete PARAMS's pool (its nodes stop costing money at once)."""
     client = _client(params, overrides)
     pool_id = client.params.pool.id
-    if client.delete_pool(wait=wait):
+    with about_file(params):
+        deleted = client.delete_pool(wait=wait)
+    if deleted:
         click.echo(f"pool {pool_id}: {'deleted' if wait else 'deleting'}")
     else:
         click.echo(f"pool {pool_id}: not found (nothing to delete)")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from launcher.commands.render import parse_set
-from launcher.errors import RunFailed
+from launcher.errors import RunFailed, about_file
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -149,14 +149,15 @@ def run(
 
     if retry_failed and run_id is None:
         raise click.UsageError("--retry-failed needs the --run-id of the run to retry")
-    submission = submit_run(
-        loaded,
-        run_id=run_id,
-        out_dir=out_dir,
-        client=client,
-        retry_failed=retry_failed,
-        say=say,
-    )
+    with about_file(params):
+        submission = submit_run(
+            loaded,
+            run_id=run_id,
+            out_dir=out_dir,
+            client=client,
+            retry_failed=retry_failed,
+            say=say,
+        )
     record = submission.record
     if submission.definitions_changed:
         console.print(

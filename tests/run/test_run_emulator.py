@@ -401,3 +401,15 @@ def test_fixed_file_warns_on_resume_and_retry_failed_reruns_with_the_fix(
     # the task that had succeeded was not run again
     other = batch_client.get_task("retry1", "other")
     assert other.execution_info.retry_count == 0 and other.execution_info.exit_code == 0
+
+
+def test_pool_errors_name_the_parameter_file(
+    run_env: dict[str, str], cli: Callable[..., CliResult], write_params: Callable[..., Path]
+) -> None:
+    params = write_params(SWEEP.format(pool="never-created", values=[1]))
+    shown = cli("pool", "show", str(params))
+    assert shown.code == 2
+    assert shown.err.strip() == (
+        f"error: {params}: [pool] id: pool 'never-created' not found; "
+        "create it with `batchlaunch pool create PARAMS`"
+    )
