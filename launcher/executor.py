@@ -317,6 +317,7 @@ class BatchExecutor(Executor):
                 mark_complete_after_tasks_run=False,
                 verify_pool=False,
             )
+            self._save_record()
             self._submitter = threading.Thread(
                 target=self._submit_loop, name=f"batchlaunch-submit-{self.job_id}", daemon=True
             )
@@ -435,15 +436,43 @@ class BatchExecutor(Executor):
         return dumps_json_chunk(calls, limit=self.args_limit)
 
     def log_location(self, task_id: str) -> str:
-        """Where a task's stdout.txt/stderr.txt are: on the node, and copied to storage."""
+        """Where a task's stdout.txt/stderr.txt are: the copies uploaded to storage when the
+        task ended (they outlive the pool, which shutdown may delete), and the
+        `batchlaunch logs` command that reads them (it has a run record when the executor
+        was made from a parameter file)."""
         if isinstance(self.store, LocalStore):
             where = str(self.store.container_dir / self._prefix(task_id))
         else:
-            where = f"{self.store.container}/{self._prefix(task_id)}"
-        return (
-            f"job {self.job_id} task {task_id}: `batchlaunch logs` or the node's "
-            f"stdout.txt/stderr.txt; copies in {where}/"
+            where = f"container {self.store.container}, blobs {self._prefix(task_id)}"
+        command = (
+            f"`batchlaunch logs {self.job_id} {task_id}` (--stderr), or "
+            if getattr(self.params, "path", None) is not None
+            else ""
         )
+        return f"job {self.job_id} task {task_id}: {command}stdout.txt/stderr.txt in {where}/"
+
+    def _save_record(self) -> None:
+        """A run record, so `batchlaunch logs JOB TASK` finds the job and its uploaded logs
+        (``functions/JOB/TASK/std*.txt``) after the pool is gone. Needs the parameter file's
+        path: a record points at a file, not at parameters built in code."""
+        from launcher.runs import RunRecord
+
+        path = getattr(self.params, "path", None)
+        if path is None:
+            return
+        try:
+            RunRecord(
+                run_id=self.job_id,
+                job_id=self.job_id,
+                pool_id=str(self.pool_id),
+                params_path=str(Path(path).resolve()),
+                out_dir="",
+                storage_prefix=run_prefix(self.job_id),
+                pool_created_by_run=self._pool_created,
+                extra={"kind": "executor"},
+            ).save()
+        except (OSError, UserError) as exc:  # logs still reachable in storage, as the note says
+            log.warning("saving the run record of %s failed: %s", self.job_id, exc)
 
     def _prefix(self, task_id: str) -> str:
         return f"{RUN_PREFIX}/{self.job_id}/{task_id}"

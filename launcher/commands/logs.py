@@ -119,19 +119,23 @@ def _no_usable_node(client: Client, record: RunRecord) -> str | None:
 
 
 def _saved_copy(record: RunRecord, task_id: str, name: str) -> bytes | None:
-    """The copy a run uploads to storage when a task ends (`launcher.run` layout:
-    ``PREFIX/TASK_ID/logs/NAME``), for when the node is gone."""
+    """The copy uploaded to storage when a task ended, for when the node is gone: a run's
+    layout is ``PREFIX/TASK_ID/logs/NAME`` (`launcher.run`), an executor's
+    ``functions/JOB/TASK_ID/NAME`` (next to the result, `launcher.executor`)."""
     import tempfile
     from pathlib import Path
 
     from launcher.run import LOGS_DIR
 
     store = record.client().store
-    blob = f"{record.storage_prefix}/{task_id}/{LOGS_DIR}/{name}"
-    if not store.exists(blob):
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        return store.download(blob, Path(tmp) / name).read_bytes()
+    for blob in (
+        f"{record.storage_prefix}/{task_id}/{LOGS_DIR}/{name}",
+        f"{record.storage_prefix}/{task_id}/{name}",
+    ):
+        if store.exists(blob):
+            with tempfile.TemporaryDirectory() as tmp:
+                return store.download(blob, Path(tmp) / name).read_bytes()
+    return None
 
 
 def _start_task(batch: object, pool_id: str, node_id: str, only_stderr: bool) -> None:

@@ -24,6 +24,7 @@ import pytest
 
 import launcher.pickling
 from launcher import runners
+from launcher.client import Client
 from launcher.executor import BatchExecutor, BatchFuture, PoolUnusable, r
 from launcher.fetch import gather, reduce_as_completed
 from launcher.remote_errors import (
@@ -497,3 +498,49 @@ def test_preempted_node_requeues_and_the_rerun_resolves_the_future(
         assert fut.result(timeout=60) == 42
         task = ex.client.batch.get_task(ex.job_id, fut.task_id)
         assert task.execution_info.requeue_count == 1  # preempted once, then rerun
+
+
+def test_logs_of_a_task_after_shutdown_deleted_the_pool(
+    params_factory: ParamsFactory, fx_home: Path
+) -> None:
+    """The error note names `batchlaunch logs JOB TASK` and the stored copies: both work
+    after shutdown deleted the pool (a run record points `logs` at the uploaded copies)."""
+    import subprocess
+
+    from tests.conftest import REPO
+    from tests.executor.conftest import bare_node_python
+
+    def noisy(x: int) -> int:
+        print(f"out-{x}", flush=True)
+        raise ValueError(f"bad {x}")
+
+    params = params_factory(
+        pool_id=f"fx-logs-{uuid.uuid4().hex[:6]}",
+        nodes=1,
+        slots=1,
+        extra=bare_node_python(fx_home),
+    )
+    with BatchExecutor(params, keep_pool=False, poll_interval=0.1) as ex:
+        fut = ex.submit(noisy, 5)
+        with pytest.raises(ValueError, match="bad 5") as info:
+            fut.result(timeout=60)
+    note = "".join(info.value.__notes__)
+    assert f"`batchlaunch logs {ex.job_id} {fut.task_id}`" in note
+    where = Path(fut.log_location.rsplit(" in ", 1)[1].rstrip("/"))
+    stored = (where / "stdout.txt").read_text()
+    assert stored.startswith("out-5\n")
+    client = Client(params)
+    deadline = time.monotonic() + 30
+    while client.get_pool() is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert client.get_pool() is None, "shutdown should have deleted the pool"
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "launcher.cli", "logs", ex.job_id, fut.task_id],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == stored
