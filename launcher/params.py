@@ -680,6 +680,16 @@ def _substitute(command: str, values: Mapping[str, SweepValue]) -> str:
     return _PLACEHOLDER.sub(repl, command)
 
 
+def _substitute_plain(pattern: str, values: Mapping[str, SweepValue]) -> str:
+    """``{key}`` in an output pattern becomes the sweep value as text (no shell involved)."""
+
+    def repl(match: re.Match[str]) -> str:
+        name = match.group(1)
+        return _sweep_str(values[name]) if name in values else match.group(0)
+
+    return _PLACEHOLDER.sub(repl, pattern)
+
+
 def _sweep_str(value: SweepValue) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -724,7 +734,7 @@ def expand_tasks(params: Params) -> list[TaskInstance]:
                     id=task_id,
                     command=_substitute(task.command, values),
                     resource_files=list(task.resource_files),
-                    outputs=list(task.outputs),
+                    outputs=[_substitute_plain(o, values) for o in task.outputs],
                     depends_on=deps,
                     depends_on_range=task.depends_on_range,
                     run_dependents_on_failure=task.run_dependents_on_failure,

@@ -104,6 +104,36 @@ class CollectResult:
     downloaded: int
     skipped: int
     bytes: int
+    #: Blob names under the run's prefix (what the tasks uploaded).
+    blobs: list[str] = field(default_factory=list)
+
+
+def unmatched_outputs(
+    run_id: str, tasks: Iterable[TaskInstance], blobs: Iterable[str], skip: set[str]
+) -> dict[str, list[str]]:
+    """Output patterns that uploaded nothing, with the tasks concerned (``skip``: tasks that
+    failed or never ran, whose outputs are missing for a reason already reported).
+
+    Batch says nothing when a pattern matches no file, so a typo in `outputs` or a script
+    writing elsewhere would otherwise look like a success with missing results."""
+    names = sorted(blobs)
+    missing: dict[str, list[str]] = {}
+    for task in tasks:
+        if task.id in skip:
+            continue
+        prefix = task_prefix(run_id, task.id)
+        for pattern in task.outputs:
+            path = output_blob_path(prefix, pattern)
+            if _has_wildcard(pattern):
+                found = any(
+                    n.startswith(path + "/") and not n.startswith(f"{prefix}/{LOGS_DIR}/")
+                    for n in names
+                )
+            else:
+                found = path in names
+            if not found:
+                missing.setdefault(pattern, []).append(task.id)
+    return missing
 
 
 @dataclass
@@ -119,6 +149,8 @@ class RunReport:
     #: Nodes whose start task failed (all of them when `pool_unusable`).
     node_failures: list[NodeFailure] = field(default_factory=list)
     pool_unusable: bool = False
+    #: Output patterns that matched no file, by pattern, with the (successful) tasks.
+    missing_outputs: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -405,7 +437,9 @@ def collect_run(record: RunRecord, client: Client, out_dir: Path | None = None) 
     blobs = client.store.list_blobs(prefix)
     fetched = client.store.download_prefix(prefix, target, skip_existing=True)
     size = sum(p.stat().st_size for p in fetched if p.is_file())
-    return CollectResult(target, len(fetched), len(blobs) - len(fetched), size)
+    return CollectResult(
+        target, len(fetched), len(blobs) - len(fetched), size, [b.name for b in blobs]
+    )
 
 
 def follow_run(
@@ -415,6 +449,7 @@ def follow_run(
     progress: bool = True,
     timeout: float | None = None,
     collect: bool = True,
+    tasks: list[TaskInstance] | None = None,
 ) -> RunReport:
     """Follow the job to the end (one task-counts request per poll), then collect."""
     summary = client.monitor_job(
@@ -432,6 +467,10 @@ def follow_run(
     collected = collect_run(record, client) if collect else None
     # A start task that failed on some nodes only is silent in Batch; say so.
     nodes = summary.node_failures or client.node_failures(record.pool_id)
+    missing: dict[str, list[str]] = {}
+    if collected is not None and tasks is not None and summary.counts.done:
+        skip = {f.task_id for f in failed} | set(summary.blocked)
+        missing = unmatched_outputs(record.run_id, tasks, collected.blobs, skip)
     return RunReport(
         record,
         summary,
@@ -441,6 +480,7 @@ def follow_run(
         collected,
         nodes,
         pool_unusable=bool(summary.node_failures),
+        missing_outputs=missing,
     )
 
 

@@ -49,6 +49,14 @@ def _print_report(report: RunReport, console: Console) -> None:
     console.print(table)
     for line in failed_lines(report.failed):
         console.print(line, style="red" if line.startswith("task ") else None, markup=False)
+    for pattern, task_ids in report.missing_outputs.items():
+        shown = ", ".join(task_ids[:5]) + (" ..." if len(task_ids) > 5 else "")
+        console.print(
+            f"warning: output pattern {pattern!r} matched no file in {len(task_ids)} "
+            f"successful task(s): {shown}; check the path the command writes to",
+            style="yellow",
+            markup=False,
+        )
     if report.node_failures:
         console.print(
             "no node of the pool can run tasks: every start task failed"
@@ -176,7 +184,13 @@ def run(
         click.echo(record.run_id)
         say(f"follow with: batchlaunch status {record.run_id}; batchlaunch collect {record.run_id}")
         return
-    report = follow_run(record, client, progress=not quiet and sys.stderr.isatty(), timeout=timeout)
+    report = follow_run(
+        record,
+        client,
+        progress=not quiet and sys.stderr.isatty(),
+        timeout=timeout,
+        tasks=loaded.task_instances(),
+    )
     _print_report(report, console)
     if report.summary is not None and report.summary.timed_out:
         _outcome(report)  # failures so far come first

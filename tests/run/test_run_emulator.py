@@ -413,3 +413,29 @@ def test_pool_errors_name_the_parameter_file(
         f"error: {params}: [pool] id: pool 'never-created' not found; "
         "create it with `batchlaunch pool create PARAMS`"
     )
+
+
+def test_an_output_pattern_that_matches_nothing_is_reported(
+    run_env: dict[str, str],
+    cli: Callable[..., CliResult],
+    write_params: Callable[..., Path],
+    tmp_path: Path,
+) -> None:
+    params = write_params(
+        """
+        [pool]
+        id = "nomatch"
+        [job]
+        id = "nomatch"
+        [[tasks]]
+        id = "w"
+        command = "echo {n} > r{n}.txt"
+        outputs = ["res/*.txt", "r{n}.txt"]
+        sweep = { n = [1, 2] }
+        """
+    )
+    result = cli("run", str(params), "--run-id", "nm1", "--out", str(tmp_path / "o"), "-q")
+    assert result.code == 0, result.err  # the tasks themselves succeeded
+    err = result.err.replace("\n", " ")
+    assert "output pattern 'res/*.txt' matched no file in 2 successful task(s): w-0, w-1" in err
+    assert "'r{n}.txt'" not in err  # the literal outputs were there (r1.txt, r2.txt)

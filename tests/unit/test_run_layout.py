@@ -50,3 +50,14 @@ def test_parent_outputs_reaches_the_task_instance(tmp_path: Path) -> None:
     params = load_params(_params(tmp_path, 'depends_on = ["a"]\nparent_outputs = "in"'))
     reduce = params.task_instances()[1]
     assert reduce.parent_outputs == "in" and reduce.depends_on == ["a"]
+
+
+def test_sweep_placeholders_in_outputs_become_values(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(
+        '[[tasks]]\nid = "s"\ncommand = "sim {n} {tag}"\n'
+        'outputs = ["res-{n}.csv", "{tag}/*.h5"]\nsweep = { n = [1, 2], tag = ["a b"] }\n'
+    )
+    tasks = load_params(path).task_instances()
+    assert [t.outputs for t in tasks] == [["res-1.csv", "a b/*.h5"], ["res-2.csv", "a b/*.h5"]]
+    assert tasks[0].command == "sim 1 'a b'"  # the command, unlike outputs, is shell-quoted
