@@ -2,17 +2,20 @@
 
 For outputs too large or too many for a blob round trip. Each task's node and directory
 come from the task's ``nodeInfo``; one node user per node (`NodeAccess`), each node's files
-over parallel SFTP channels, nodes in parallel. The layout matches the blob path
-(``OUT/RUN_ID/TASK_ID/<path in the working dir>``, logs in ``OUT/RUN_ID/TASK_ID/logs/``), and
-a file already there with the same size is not downloaded again. Resource files (the task's
-inputs) are left out.
+over parallel SFTP channels, nodes in parallel. The same files as ``--via blob``, at the same
+paths: each task's declared outputs (the run parameter file's ``outputs`` patterns, matched
+as Batch OutputFiles match them) at ``OUT/RUN_ID/TASK_ID/<path in the working dir>``, and
+stdout.txt/stderr.txt in ``OUT/RUN_ID/TASK_ID/logs/``. Undeclared files (inputs, scratch)
+stay on the node. A file already there with the same size is not downloaded again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import re
 import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -45,22 +48,74 @@ class CollectResult:
     missing: list[str] = field(default_factory=list)
 
 
+def _segment(part: str) -> str:
+    """One path segment of a file pattern as a regex: ``*``/``?``/``[...]`` never match
+    ``/``, and a wildcard does not match a leading dot (as glob, which Batch's agent and the
+    emulator use)."""
+    out = "" if part.startswith(".") else r"(?!\.)"
+    i = 0
+    while i < len(part):
+        c = part[i]
+        i += 1
+        if c == "*":
+            out += "[^/]*"
+        elif c == "?":
+            out += "[^/]"
+        elif c == "[":
+            j = i + 1 if i < len(part) and part[i] in "!^" else i
+            j = part.find("]", j + 1 if j < len(part) and part[j] == "]" else j)
+            if j < 0:
+                out += re.escape(c)
+                continue
+            body = part[i:j].replace("\\", "\\\\")
+            if body[:1] in ("!", "^"):
+                body = "^" + body[1:]
+            out += f"(?!/)[{body}]"
+            i = j + 1
+        else:
+            out += re.escape(c)
+    return out
+
+
+def output_matcher(patterns: Sequence[str]) -> re.Pattern[str] | None:
+    """One regex for a task's output patterns, matched against file paths relative to the
+    working dir: ``*`` within a segment, ``**`` any number of directories, ``?``, ``[abc]``.
+    None when there are no patterns (then only the logs are fetched)."""
+    alternatives = []
+    for pattern in patterns:
+        parts = [p for p in pattern.replace("\\", "/").split("/") if p not in ("", ".")]
+        regex = ""
+        for n, part in enumerate(parts):
+            last = n == len(parts) - 1
+            if part == "**":
+                regex += r"(?:(?!\.)[^/]+/)*" + (r"(?!\.)[^/]+" if last else "")
+            else:
+                regex += _segment(part) + ("" if last else "/")
+        if regex:
+            alternatives.append(f"(?:{regex})")
+    if not alternatives:
+        return None
+    return re.compile("(?:" + "|".join(alternatives) + r")\Z")
+
+
 @dataclass(frozen=True)
 class _TaskDir:
     task_id: str
     pool_id: str
     node_id: str
     root: str  # taskRootDirectory, relative to the node root
-    inputs: frozenset[str]  # resource file paths, relative to the working dir
+    outputs: re.Pattern[str] | None  # the declared output patterns; None: logs only
 
 
-def _tasks(batch: Any, job_id: str) -> tuple[list[_TaskDir], list[str]]:
+def _tasks(
+    batch: Any, job_id: str, outputs: Mapping[str, Sequence[str]]
+) -> tuple[list[_TaskDir], list[str]]:
     """Tasks that ran somewhere (with where), and those that did not."""
     from azure.core.exceptions import ResourceNotFoundError
 
     placed, missing = [], []
     try:
-        tasks = list(batch.list_tasks(job_id, select=["id", "nodeInfo", "resourceFiles"]))
+        tasks = list(batch.list_tasks(job_id, select=["id", "nodeInfo"]))
     except ResourceNotFoundError:
         raise UserError(f"collect: job {job_id} not found (was the run's job deleted?)") from None
     for task in tasks:
@@ -68,28 +123,31 @@ def _tasks(batch: Any, job_id: str) -> tuple[list[_TaskDir], list[str]]:
         if info is None or not info.node_id or not info.task_root_directory:
             missing.append(str(task.id))
             continue
-        inputs = frozenset(
-            str(PurePosixPath(r.file_path)) for r in task.resource_files or [] if r.file_path
-        )
         placed.append(
             _TaskDir(
                 str(task.id),
                 str(info.pool_id),
                 str(info.node_id),
                 str(info.task_root_directory).replace("\\", "/").strip("/"),
-                inputs,
+                output_matcher(outputs.get(str(task.id), ())),
             )
         )
     return placed, sorted(missing)
 
 
-def _node_ids(batch: Any, pool_id: str) -> set[str]:
+def declared_outputs(record: RunRecord) -> dict[str, list[str]]:
+    """Each task's ``outputs`` patterns from the run's parameter file."""
+    return {t.id: list(t.outputs) for t in record.load_params().task_instances()}
+
+
+def _node_ids(batch: Any, pool_id: str) -> set[str] | None:
+    """The pool's node ids; None when the pool is gone."""
     from azure.core.exceptions import ResourceNotFoundError
 
     try:
         return {str(n.id) for n in batch.list_nodes(pool_id, select=["id"])}
     except ResourceNotFoundError:
-        return set()
+        return None
 
 
 def _walk(
@@ -149,12 +207,12 @@ def _plan(
             except OSError:
                 continue
             files.append((PurePosixPath(name), Path(LOGS_DIR, name), size))
-        try:
-            listed = list(_walk(sftp, root / "wd"))
-        except FileNotFoundError:
-            listed = []
+        listed: list[tuple[PurePosixPath, int]] = []
+        if task.outputs is not None:
+            with contextlib.suppress(FileNotFoundError):  # no wd: only logs
+                listed = list(_walk(sftp, root / "wd"))
         for rel, size in listed:
-            if str(rel) not in task.inputs:
+            if task.outputs is not None and task.outputs.match(str(rel)):
                 files.append((PurePosixPath("wd") / rel, Path(*rel.parts), size))
         for remote_rel, local_rel, size in files:
             local = target / task.task_id / local_rel
@@ -166,21 +224,38 @@ def _plan(
 
 
 def collect_via_ssh(
-    record: RunRecord, out_dir: Path, *, max_workers: int = 8, progress: bool = True
+    record: RunRecord,
+    out_dir: Path,
+    *,
+    max_workers: int = 8,
+    progress: bool = True,
+    outputs: Mapping[str, Sequence[str]] | None = None,
 ) -> CollectResult:
-    """Download every task's outputs and logs of `record`'s run into ``out_dir/RUN_ID/``."""
+    """Download every task's declared outputs and logs of `record`'s run into
+    ``out_dir/RUN_ID/``. `outputs` (task id -> patterns) defaults to the run's parameter
+    file. A `UserError` when the nodes the tasks ran on are all gone (the pool was deleted
+    or shrank): their task directories went with them, the blob copies did not."""
     from launcher.ssh import NodeAccess
 
     batch = record.client().batch
-    placed, missing = _tasks(batch, record.job_id)
+    if outputs is None:
+        outputs = declared_outputs(record)
+    placed, missing = _tasks(batch, record.job_id, outputs)
     result = CollectResult(missing=missing)
     target = Path(out_dir) / record.run_id
     by_node: dict[tuple[str, str], list[_TaskDir]] = {}
     for task in placed:
         by_node.setdefault((task.pool_id, task.node_id), []).append(task)
     pools = sorted({pool for pool, _ in by_node})
+    reached = 0
     for pool_id in pools:
         alive = _node_ids(batch, pool_id)
+        if alive is None:
+            raise UserError(
+                f"collect --via ssh: pool {pool_id} is gone, and with its nodes the task "
+                f"directories of run {record.run_id}; use `batchlaunch collect "
+                f"{record.run_id} --via blob` (the copies uploaded when the tasks ended)"
+            )
         nodes = []
         for where, tasks in sorted(by_node.items()):
             if where[0] != pool_id:
@@ -191,6 +266,7 @@ def collect_via_ssh(
                 result.missing.extend(t.task_id for t in tasks)
         if not nodes:
             continue
+        reached += len(nodes)
         with NodeAccess(batch, pool_id, nodes, max_workers=max_workers) as access:
 
             def plan(node: str, pool_id: str = pool_id) -> tuple[list[Any], int, list[str]]:
@@ -204,6 +280,12 @@ def collect_via_ssh(
             _download(access.connections, plans, result, max_workers, progress)
         for warning in access.cleanup_errors:  # the users expire anyway
             sys.stderr.write(f"warning: {warning}\n")
+    if placed and not reached:
+        raise UserError(
+            f"collect --via ssh: every node run {record.run_id}'s tasks ran on has left pool "
+            f"{', '.join(pools)}, and with them the task directories; use `batchlaunch "
+            f"collect {record.run_id} --via blob` (the copies uploaded when the tasks ended)"
+        )
     result.missing.sort()
     return result
 

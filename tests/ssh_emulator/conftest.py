@@ -98,13 +98,15 @@ class Cluster:
             timeout=timeout,
         )
 
-    def record(self, job_id: str, out_dir: Path, pool_id: str | None = None) -> RunRecord:
+    def record(
+        self, job_id: str, out_dir: Path, pool_id: str | None = None, params: Path | None = None
+    ) -> RunRecord:
         """A run record for a job the test made itself (the run id is the job id)."""
         record = RunRecord(
             run_id=job_id,
             job_id=job_id,
             pool_id=pool_id or self.pool_id,
-            params_path=str(self.params),
+            params_path=str(params or self.params),
             out_dir=str(out_dir),
             storage_prefix=f"runs/{job_id}",
         )
