@@ -42,19 +42,9 @@ CATALOG: dict[str, ImageAlias] = {
     "ubuntu-24.04": ImageAlias(
         "canonical", "ubuntu-24_04-lts", "server", "batch.node.ubuntu 24.04"
     ),
-    "ubuntu-20.04": ImageAlias(
-        "canonical", "0001-com-ubuntu-server-focal", "20_04-lts", "batch.node.ubuntu 20.04"
-    ),
     # Container-ready images (Docker-compatible runtime preinstalled) for container pools.
     "ubuntu-22.04-containers": ImageAlias(
         "microsoft-dsvm", "ubuntu-hpc", "2204", "batch.node.ubuntu 22.04", containers=True
-    ),
-    "ubuntu-20.04-containers": ImageAlias(
-        "microsoft-azure-batch",
-        "ubuntu-server-container",
-        "20-04-lts",
-        "batch.node.ubuntu 20.04",
-        containers=True,
     ),
     "windows-2022": ImageAlias(
         "microsoftwindowsserver",
@@ -63,6 +53,13 @@ CATALOG: dict[str, ImageAlias] = {
         "batch.node.windows amd64",
         os="windows",
     ),
+}
+
+#: Aliases that were in the catalog and whose node agent Azure Batch retired (Ubuntu
+#: 20.04: pools can no longer be created with it), with the alias to use instead.
+RETIRED: dict[str, tuple[str, str]] = {
+    "ubuntu-20.04": ("ubuntu-22.04", "batch.node.ubuntu 20.04"),
+    "ubuntu-20.04-containers": ("ubuntu-22.04-containers", "batch.node.ubuntu 20.04"),
 }
 
 DEFAULT_IMAGE = "ubuntu-22.04"
@@ -90,10 +87,7 @@ def resolve_image(
     if isinstance(image, str):
         found = CATALOG.get(image.lower())
         if found is None:
-            raise UserError(
-                f"[pool] image: unknown alias {image!r}; use one of {', '.join(sorted(CATALOG))}, "
-                'a {publisher, offer, sku} table or {gallery_image_id = "/subscriptions/..."}'
-            )
+            raise UserError(f"[pool] image: {alias_error(image)}")
         return found.reference(), found.node_agent_sku_id
     if "gallery_image_id" in image:
         extra = set(image) - {"gallery_image_id", "node_agent_sku_id"}
@@ -123,6 +117,22 @@ def resolve_image(
     reference = {k: str(image[k]) for k in ("publisher", "offer", "sku")}
     reference["version"] = str(image.get("version") or "latest")
     return reference, str(image["node_agent_sku_id"])
+
+
+def alias_error(name: str) -> str:
+    """Why `name` is not an alias: retired (with its replacement), or unknown (with exactly
+    the catalog's aliases: what `batchlaunch images` shows in its ALIAS column)."""
+    if name.lower() in RETIRED:
+        replacement, agent = RETIRED[name.lower()]
+        return (
+            f"alias {name!r} is retired: Azure Batch retired its node agent ({agent}); "
+            f"use {replacement!r}"
+        )
+    return (
+        f"unknown alias {name!r}; use one of {', '.join(sorted(CATALOG))} "
+        "(see `batchlaunch images`), a {publisher, offer, sku, node_agent_sku_id} table or "
+        '{gallery_image_id = "/subscriptions/..."}'
+    )
 
 
 def alias_for(reference: Mapping[str, Any], node_agent: str) -> str | None:

@@ -147,7 +147,8 @@ def delete(params: Path, wait: bool, overrides: tuple[str, ...]) -> None:
 def images(os_name: str | None, params: Path | None, as_json: bool) -> None:
     """Marketplace images and node agents the Batch account supports.
 
-    The ALIAS column is what `[pool] image = "ALIAS"` accepts.
+    The ALIAS column is what `[pool] image = "ALIAS"` accepts (every alias there is, on
+    an account that offers its image).
     """
     import os
     from types import SimpleNamespace
@@ -165,9 +166,14 @@ def images(os_name: str | None, params: Path | None, as_json: bool) -> None:
         click.echo(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
         return
     from rich.console import Console
-    from rich.table import Table
+    from rich.table import Column, Table
 
-    table = Table("alias", "publisher", "offer", "sku", "node agent", "os")
+    # The alias is what users copy into `[pool] image`: never cut or wrapped (the other
+    # columns fold instead), whatever the terminal width or a pipe.
+    width = max([len("alias"), *(len(r.alias or "") for r in rows)])
+    alias = Column("alias", no_wrap=True, min_width=width)
+    others = [Column(h, overflow="fold") for h in ("publisher", "offer", "sku", "node agent", "os")]
+    table = Table(alias, *others)
     for r in rows:
         table.add_row(r.alias or "", r.publisher, r.offer, r.sku, r.node_agent_sku_id, r.os)
     Console(highlight=False).print(table)
