@@ -152,7 +152,15 @@ def serve(
     help="State directory of the daemon [default: the embedded one, ~/.batchlaunch/emulator].",
 )
 def status(state_dir: Path | None) -> None:
-    """Is the background emulator (the one `endpoint = "emulator"` starts) running?"""
+    """Is the background emulator (the one `endpoint = "emulator"` starts) running?
+
+    When it is: its pid and state dir, then ``export`` lines to paste into a shell so that
+    the Azure CLI names (AZURE_BATCH_ENDPOINT, _ACCOUNT, _ACCESS_KEY) point SDK clients and
+    `batchlaunch images` at it. The key is the emulator's documented well-known key
+    (emulator/README.md), not a secret. Exit code 1 when no emulator is running.
+    """
+    import shlex
+
     from emulator.daemon import running_emulator
 
     directory = _default_state_dir(state_dir)
@@ -160,7 +168,11 @@ def status(state_dir: Path | None) -> None:
     if info is None:
         click.echo(f"no emulator running for {directory}")
         raise SystemExit(1)
-    click.echo(f"BATCH_ENDPOINT={info.endpoint} pid={info.pid} state={directory}")
+    click.echo(f"# emulator running: pid={info.pid} state={directory}")
+    click.echo(f"export AZURE_BATCH_ENDPOINT={shlex.quote(info.endpoint)}")
+    click.echo(f"export AZURE_BATCH_ACCOUNT={shlex.quote(info.account)}")
+    click.echo("# the emulator's documented well-known key (emulator/README.md), not a secret:")
+    click.echo(f"export AZURE_BATCH_ACCESS_KEY={shlex.quote(info.key)}")
 
 
 @emulator.command()

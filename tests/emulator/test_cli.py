@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from emulator.config import DEFAULT_ACCOUNT, DEFAULT_KEY
 from emulator.daemon import ensure_emulator, running_emulator, stop_emulator
 from emulator.server import EmulatorInfo
 from tests.emulator.helpers import make_job, make_pool, task, wait_task
@@ -157,7 +158,14 @@ def test_emulator_status_and_stop_commands(tmp_path: Path) -> None:
 
     shown = cli("status")
     assert shown.returncode == 0
-    assert shown.stdout.startswith(f"BATCH_ENDPOINT={info.endpoint} pid={info.pid}")
+    assert shown.stdout.startswith(f"# emulator running: pid={info.pid} state={state}")
+    # the output is shell: sourcing it sets the Azure CLI names to the running emulator
+    env = subprocess.run(
+        ["bash", "-c", 'eval "$1"; echo "$AZURE_BATCH_ENDPOINT $AZURE_BATCH_ACCOUNT '
+         '$AZURE_BATCH_ACCESS_KEY"', "-", shown.stdout],
+        capture_output=True, text=True, check=True, env={"PATH": os.environ["PATH"]},
+    )  # fmt: skip
+    assert env.stdout.split() == [info.endpoint, DEFAULT_ACCOUNT, DEFAULT_KEY]
     stopped = cli("stop")
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
     assert info.pid is not None and not _alive(info.pid)
