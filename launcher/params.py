@@ -168,17 +168,12 @@ class GalleryImage(StrictModel):
 
 
 def _image_alias(v: str) -> str:
+    from launcher.images import CATALOG, alias_error
+
     if not _ALIAS.fullmatch(v):
         raise ValueError(f'expected an image alias like "ubuntu-22.04", got {v!r}')
-    try:
-        from launcher.images import CATALOG
-    except ImportError:  # the catalog module is optional for validation
-        return v
     if v not in CATALOG:
-        raise ValueError(
-            f"unknown image alias {v!r}; known: {', '.join(sorted(CATALOG))}"
-            " (or give {publisher, offer, sku, version, node_agent_sku_id})"
-        )
+        raise ValueError(alias_error(v))
     return v
 
 

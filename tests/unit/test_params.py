@@ -118,7 +118,7 @@ def test_unknown_keys_list_the_valid_ones(
         ),
         (
             '[pool]\nimage = "ubuntu-99.04"\n',
-            "[pool] image: unknown image alias 'ubuntu-99.04'",
+            "[pool] image: unknown alias 'ubuntu-99.04'; use one of ubuntu-22.04,",
         ),
         (
             '[[tasks]]\ncommand = "a"\ndepends_on = ["nope"]\n',
