@@ -806,6 +806,35 @@ def _storage_url_from_connection_string(value: str) -> str:
     return f"https://{account}.blob.{suffix}"
 
 
+def _check_override(dotted: str) -> None:
+    """A ``--set`` key names a section and key that exist (blame the flag, not the file)."""
+    sections: dict[str, type[StrictModel]] = {
+        "batch": BatchSection,
+        "storage": StorageSection,
+        "pool": PoolSection,
+        "job": JobSection,
+    }
+    section, _, key = dotted.partition(".")
+    valid = [*sections, "runtime"]
+    if section not in valid:
+        hint = difflib.get_close_matches(section, valid, n=1)
+        raise UserError(
+            f"--set {dotted}: unknown section {section!r}"
+            + (f"; did you mean {hint[0]}?" if hint else "")
+            + f" (sections: {', '.join(valid)}; [[tasks]] cannot be set from the command line)"
+        )
+    model = sections.get(section)
+    name = key.split(".", 1)[0]
+    if model is not None and name not in model.model_fields:
+        fields = list(model.model_fields)
+        hint = difflib.get_close_matches(name, fields, n=1)
+        raise UserError(
+            f"--set {dotted}: [{section}] has no key {name!r}"
+            + (f"; did you mean {hint[0]}?" if hint else "")
+            + f" (keys: {', '.join(fields)})"
+        )
+
+
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     if not all(parts):
@@ -872,6 +901,7 @@ def load_params(
             data, "storage.url", _storage_url_from_connection_string(env[STORAGE_CONNECTION_ENV])
         )
     for key, value in (overrides or {}).items():
+        _check_override(key)
         _set_dotted(data, key, value)
     _resolve_paths(data, file.resolve().parent)
     try:

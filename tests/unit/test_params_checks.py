@@ -85,3 +85,21 @@ def test_formula_without_autoscale_is_an_error_not_ignored(tmp_path: Path) -> No
     text = '[pool]\nautoscale_formula = "$TargetDedicatedNodes = 1;"\n[[tasks]]\ncommand = "true"\n'
     with pytest.raises(UserError, match=r"set autoscale = true"):
         _load(tmp_path, text)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("nosuch.key", r"--set nosuch.key: unknown section 'nosuch'"),
+        ("pol.id", r"unknown section 'pol'; did you mean pool\?"),
+        (
+            "pool.dedicated_node",
+            r"\[pool\] has no key 'dedicated_node'; did you mean dedicated_nodes",
+        ),
+    ],
+)
+def test_bad_set_override_blames_the_flag(tmp_path: Path, override: str, message: str) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text('[[tasks]]\ncommand = "true"\n')
+    with pytest.raises(UserError, match=message):
+        load_params(path, overrides={override: 1})
