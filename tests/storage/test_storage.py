@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from launcher.azurite import KEY
+from launcher.azurite import KEY, connection_string
 from launcher.errors import UserError
 from launcher.storage import (
     BlobStore,
@@ -194,7 +194,12 @@ def test_open_store_choices_and_errors(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("BATCHLAUNCH_HOME", str(tmp_path))
     local = open_store("local", "batchlaunch", env={})
     assert isinstance(local, LocalStore) and local.root == (tmp_path / "store").resolve()
-    azurite = open_store("azurite", "batchlaunch", env={})
+    # with a connection string nothing is started (tests/storage/test_azurite_autostart.py)
+    azurite = open_store(
+        "azurite",
+        "batchlaunch",
+        env={"AZURE_STORAGE_CONNECTION_STRING": connection_string(10000)},
+    )
     assert isinstance(azurite, BlobStore) and azurite.account_name == "devstoreaccount1"
     conn = (
         "DefaultEndpointsProtocol=https;AccountName=mystore;"
