@@ -85,7 +85,7 @@ def spawn(
     try:
         if fast_spawn.available():
             return fast_spawn.spawn(argv, cwd, env, stdout, stderr)
-        with open(stdout, "ab") as out, open(stderr, "ab") as err:
+        with open(stdout, "wb") as out, open(stderr, "wb") as err:  # each try: fresh logs
             proc = subprocess.Popen(
                 argv,
                 cwd=cwd,

@@ -76,10 +76,11 @@ def spawn(argv: list[str], cwd: Path, env: dict[str, str], stdout: Path, stderr:
     libc.posix_spawn_file_actions_init(actions)
     libc.posix_spawnattr_init(attr)
     try:
-        append = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        # Each try starts with empty logs, as on Batch (a retry does not append).
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
         libc.posix_spawn_file_actions_addopen(actions, 0, b"/dev/null", os.O_RDONLY, 0)
-        libc.posix_spawn_file_actions_addopen(actions, 1, os.fsencode(stdout), append, 0o644)
-        libc.posix_spawn_file_actions_addopen(actions, 2, os.fsencode(stderr), append, 0o644)
+        libc.posix_spawn_file_actions_addopen(actions, 1, os.fsencode(stdout), flags, 0o644)
+        libc.posix_spawn_file_actions_addopen(actions, 2, os.fsencode(stderr), flags, 0o644)
         libc.posix_spawn_file_actions_addclosefrom_np(actions, 3)
         libc.posix_spawn_file_actions_addchdir_np(actions, os.fsencode(cwd))
         libc.sigemptyset(sigdef)

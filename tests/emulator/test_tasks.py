@@ -113,7 +113,7 @@ def test_retries_count_and_stop(batch_client: Any, pool: str) -> None:
         job_id,
         task(
             "flaky",
-            "/bin/sh -c 'test -e marker || { touch marker; exit 1; }'",
+            "/bin/sh -c 'echo try; test -e marker || { touch marker; exit 1; }'",
             constraints=m.BatchTaskConstraints(max_task_retry_count=2),
         ),
     )
@@ -121,6 +121,9 @@ def test_retries_count_and_stop(batch_client: Any, pool: str) -> None:
     assert wait_task(batch_client, job_id, "own").execution_info.retry_count == 3
     flaky = wait_task(batch_client, job_id, "flaky")
     assert (flaky.execution_info.retry_count, flaky.execution_info.exit_code) == (1, 0)
+    # each try starts with empty logs: stdout.txt is the last try's only
+    stdout = b"".join(batch_client.download_task_file(job_id, "flaky", "stdout.txt"))
+    assert stdout == b"try\n"
 
 
 def test_max_wall_clock_time_kills_process_tree(
