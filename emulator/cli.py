@@ -48,17 +48,23 @@ def emulator() -> None:
     default=0.0,
     type=float,
     callback=_rate,
-    help="Share of requests answered 500/503 or with a dropped connection.",
+    help="Share (0-1) of requests answered 500/503 or with a dropped connection [default: 0].",
 )
 @click.option(
     "--throttle-rate",
     default=0.0,
     type=float,
     callback=_rate,
-    help="Share of requests answered 429 with Retry-After.",
+    help="Share (0-1) of requests answered 429 with Retry-After [default: 0].",
 )
 @click.option("--seed", default=None, type=int, help="Seed for faults, throttling and preemption.")
-@click.option("--idle-timeout", default=None, type=float, help="Exit after this many idle seconds.")
+@click.option(
+    "--idle-timeout",
+    default=None,
+    type=float,
+    help="Exit after this many seconds with no request and nothing running [default: never; "
+    'the daemon that endpoint = "emulator" starts uses 3600].',
+)
 @click.option(
     "--time-scale",
     default=1.0,
@@ -71,7 +77,8 @@ def emulator() -> None:
     default=0.0,
     type=float,
     callback=_rate,
-    help="Chance that a low-priority node is preempted once, shortly after its first task starts.",
+    help="Chance (0-1) that a low-priority node is preempted once, shortly after its first "
+    "task starts [default: 0].",
 )
 @click.option(
     "--latency-ms",
@@ -149,7 +156,8 @@ def serve(
 @click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="State directory of the daemon [default: the embedded one, ~/.batchlaunch/emulator].",
+    help="State directory of the daemon [default: the embedded one, "
+    "$BATCHLAUNCH_HOME/emulator, i.e. ~/.batchlaunch/emulator].",
 )
 def status(state_dir: Path | None) -> None:
     """Is the background emulator (the one `endpoint = "emulator"` starts) running?
@@ -179,7 +187,8 @@ def status(state_dir: Path | None) -> None:
 @click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="State directory of the daemon [default: the embedded one, ~/.batchlaunch/emulator].",
+    help="State directory of the daemon [default: the embedded one, "
+    "$BATCHLAUNCH_HOME/emulator, i.e. ~/.batchlaunch/emulator].",
 )
 def stop(state_dir: Path | None) -> None:
     """Stop the background emulator: running tasks are killed, state is saved.

@@ -111,10 +111,51 @@ def connect(
             f"[batch] endpoint: {endpoint} is plain http, where Entra ID tokens are refused; "
             f"export {ACCOUNT_ENV} and {KEY_ENV} for SharedKey, or use https"
         )
+    credential = entra_credential(
+        env, scope="https://batch.core.windows.net/.default", what="[batch] endpoint"
+    )
+    client = BatchClient(endpoint, credential, **client_kwargs)
+    return BatchConnection(client, endpoint, account, interval, False)
+
+
+MANAGED_IDENTITY_ENV = "BATCHLAUNCH_MANAGED_IDENTITY"
+
+
+def entra_credential(
+    env: Mapping[str, str] | None = None, *, scope: str | None = None, what: str = ""
+) -> Any:
+    """`DefaultAzureCredential` for Entra ID sign-in (environment, workload identity, az /
+    azd / PowerShell logins).
+
+    The managed-identity probe is left out unless asked for (``BATCHLAUNCH_MANAGED_IDENTITY=1``)
+    or the host advertises one (``IDENTITY_ENDPOINT``/``MSI_ENDPOINT``): on a laptop it
+    waits on a metadata endpoint that is not there, which turned a missing credential into a
+    minute-long hang instead of a one-line error.
+    """
     from azure.identity import DefaultAzureCredential
 
-    client = BatchClient(endpoint, DefaultAzureCredential(), **client_kwargs)
-    return BatchConnection(client, endpoint, account, interval, False)
+    env = os.environ if env is None else env
+    use_managed = bool(
+        env.get(MANAGED_IDENTITY_ENV) or env.get("IDENTITY_ENDPOINT") or env.get("MSI_ENDPOINT")
+    )
+    credential = DefaultAzureCredential(
+        exclude_managed_identity_credential=not use_managed, process_timeout=20
+    )
+    if scope is not None:
+        # Ask for a token now: without one, the SDKs' retry policies would spend a minute
+        # or more retrying every request before reporting the missing sign-in.
+        from azure.core.exceptions import ClientAuthenticationError
+
+        try:
+            credential.get_token(scope)
+        except ClientAuthenticationError:
+            raise UserError(
+                f"{what}: no Entra ID sign-in found (tried environment, workload identity, "
+                "az, azd and PowerShell logins); sign in with `az login`, export "
+                "AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET, or use a key "
+                f"({KEY_ENV} / AZURE_STORAGE_CONNECTION_STRING)"
+            ) from None
+    return credential
 
 
 def make_batch_client(settings: BatchSettings | None = None, **client_kwargs: Any) -> Any:

@@ -372,7 +372,10 @@ def submit_run(
     record, resumed = _prepare_record(params, run_id, out_dir)
     tasks = params.task_instances()
     if not tasks:
-        raise UserError(f"{params.path}: [[tasks]]: no tasks; add at least one [[tasks]] entry")
+        raise UserError(
+            "[[tasks]]: no tasks; add at least one [[tasks]] entry (functions are run from "
+            "Python with launcher.BatchExecutor instead)"
+        )
     record.task_count = len(tasks)
     digest = tasks_digest(tasks)
     previous_digest = record.extra.get("tasks_digest")
@@ -424,7 +427,11 @@ def submit_run(
         pool_created=pool.created,
         seconds=time.monotonic() - started,
         definitions_changed=bool(
-            resumed and previous_digest and previous_digest != digest and len(todo) < len(tasks)
+            resumed
+            and previous_digest
+            and previous_digest != digest
+            and len(todo) < len(tasks)
+            and not retry_failed
         ),
         retried=len(retried),
     )

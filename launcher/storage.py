@@ -464,9 +464,13 @@ def open_store(url: str, container: str, env: Mapping[str, str] | None = None) -
             )
         return BlobStore(container, connection_string=key_conn)
     try:
-        from azure.identity import DefaultAzureCredential
+        from launcher.batch import entra_credential
 
-        credential = DefaultAzureCredential()
+        credential = entra_credential(
+            env, scope="https://storage.azure.com/.default", what="[storage] url"
+        )
+    except UserError:
+        raise
     except Exception as exc:  # construction fails only on broken identity configuration
         raise UserError(
             f"[storage] url: no credentials for {account!r} ({exc}); set "

@@ -23,6 +23,8 @@ def parse_set(values: tuple[str, ...]) -> dict[str, Any]:
             value: Any = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:
             value = raw
+        if isinstance(value, float):
+            value = raw  # "3.12" is a version, not a number (no key takes a float)
         out[key.strip()] = value
     return out
 

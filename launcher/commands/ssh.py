@@ -170,6 +170,13 @@ def exit_code(code: int) -> int:
     is_flag=True,
     help="Forget the remembered host key of --node (all nodes of the pool without it).",
 )
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a parameter, as for `run` (e.g. --set pool.id=other).",
+)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD...]")
 def ssh(
     params: Path,
@@ -181,6 +188,7 @@ def ssh(
     get: tuple[str, str] | None,
     put: tuple[str, str] | None,
     forget_host_key: bool,
+    overrides: tuple[str, ...],
     command: tuple[str, ...],
 ) -> None:
     """Shell, command (after --) or file copy on a pool node, over SSH with a generated key.
@@ -200,7 +208,9 @@ def ssh(
     if all_nodes and not actions:
         raise UserError("ssh: --all-nodes needs -- CMD, --get or --put (no shell on many nodes)")
 
-    loaded = load_params(params)
+    from launcher.commands.render import parse_set
+
+    loaded = load_params(params, overrides=parse_set(overrides) or None)
     pool_id = loaded.pool.id
     if forget_host_key:
         store = HostKeyStore()

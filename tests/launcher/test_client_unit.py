@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import unquote, urlparse
@@ -37,14 +38,18 @@ def test_batch_credentials_resolution() -> None:
         env={"AZURE_BATCH_ACCESS_KEY": "a2V5"},
     )
     assert shared.account == "acct" and shared.polling_interval == 5.0 and not shared.emulator
-    from_env = connect(
-        None,
-        env={
-            "AZURE_BATCH_ENDPOINT": "https://acct.westeurope.batch.azure.com",
-            "AZURE_BATCH_ACCOUNT": "acct",
-        },
-    )
-    assert type(from_env.client._config.credential).__name__ == "DefaultAzureCredential"
+    # No key: Entra ID. Without any sign-in on this machine that is one prompt error, not
+    # a minute of retries inside the SDK.
+    started = time.monotonic()
+    with pytest.raises(UserError, match=r"\[batch\] endpoint: no Entra ID sign-in found"):
+        connect(
+            None,
+            env={
+                "AZURE_BATCH_ENDPOINT": "https://acct.westeurope.batch.azure.com",
+                "AZURE_BATCH_ACCOUNT": "acct",
+            },
+        )
+    assert time.monotonic() - started < 10
     local = connect(_settings("http://127.0.0.1:9"), env={})
     assert local.account == "devbatch" and local.emulator and local.polling_interval < 1
 
@@ -191,3 +196,13 @@ def test_client_from_parameter_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         for m in body["mountConfiguration"]
     ]
     assert targets == ["input-test", "results"]
+
+
+def test_managed_identity_is_probed_only_when_asked() -> None:
+    from launcher.batch import entra_credential
+
+    def kinds(env: dict[str, str]) -> set[str]:
+        return {type(c).__name__ for c in entra_credential(env).credentials}
+
+    assert "ManagedIdentityCredential" not in kinds({})
+    assert "ManagedIdentityCredential" in kinds({"BATCHLAUNCH_MANAGED_IDENTITY": "1"})

@@ -180,3 +180,17 @@ def test_commands_and_all_nodes_see_the_task_environment(cluster: Cluster, tmp_p
         cluster.client.begin_delete_pool(pool_id, polling_interval=0.1).result()
     plain = cluster.cli("ssh", str(cluster.params), "--", 'echo "py=${BATCHLAUNCH_PYTHON:-none}"')
     assert plain.returncode == 0 and plain.stdout == "py=none\n" and plain.stderr == ""
+
+
+def test_set_reaches_a_pool_whose_id_was_overridden(cluster: Cluster, tmp_path: Path) -> None:
+    # A parameter file naming another pool, pointed back at the cluster's with --set.
+    other = tmp_path / "other.toml"
+    other.write_text(
+        cluster.params.read_text().replace(f'"{cluster.pool_id}"', '"some-other-pool"', 1)
+    )
+    assert "some-other-pool" in other.read_text()
+    done = cluster.cli(
+        "ssh", str(other), "--set", f"pool.id={cluster.pool_id}", "--", "echo $AZ_BATCH_POOL_ID"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{cluster.pool_id}\n"

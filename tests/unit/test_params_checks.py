@@ -103,3 +103,13 @@ def test_bad_set_override_blames_the_flag(tmp_path: Path, override: str, message
     path.write_text('[[tasks]]\ncommand = "true"\n')
     with pytest.raises(UserError, match=message):
         load_params(path, overrides={override: 1})
+
+
+def test_set_keeps_a_version_as_text() -> None:
+    from launcher.commands.render import parse_set
+
+    assert parse_set(("runtime.version=3.12", "pool.dedicated_nodes=3", "pool.autoscale=true")) == {
+        "runtime.version": "3.12",
+        "pool.dedicated_nodes": 3,
+        "pool.autoscale": True,
+    }
