@@ -9,21 +9,17 @@ from typing import Any
 
 import click
 
-from launcher.commands.render import parse_set
+from launcher.commands.options import load, set_option
 from launcher.errors import about_file
 
 params_argument = click.argument("params", type=click.Path(dir_okay=False, path_type=Path))
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-set_option = click.option(
-    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a parameter."
-)
 
 
 def _client(params: Path, overrides: tuple[str, ...]) -> Any:
     from launcher.client import Client
-    from launcher.params import load_params
 
-    return Client(load_params(params, overrides=parse_set(overrides) or None))
+    return Client(load(params, overrides))
 
 
 def _print_pool(info: Any, as_json: bool) -> None:

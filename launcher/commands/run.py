@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from launcher.commands.render import parse_set
+from launcher.commands.options import load, set_option
 from launcher.errors import RunFailed, about_file
 
 if TYPE_CHECKING:
@@ -117,9 +117,7 @@ def _outcome(report: RunReport) -> None:
     "them) and run them again with the parameter file's current definitions.",
 )
 @click.option("--timeout", type=float, help="Stop following after SECONDS (tasks go on).")
-@click.option(
-    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a parameter."
-)
+@set_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def run(
     params: Path,
@@ -144,11 +142,10 @@ def run(
     tail of its stderr), 2 for a bad parameter file or missing credentials.
     """
     from launcher.client import Client
-    from launcher.params import load_params
     from launcher.run import follow_run, submit_run, teardown_pool
 
     console = _console()
-    loaded = load_params(params, overrides=parse_set(overrides) or None)
+    loaded = load(params, overrides)
     client = Client(loaded, progress_console=console)
 
     def say(message: str) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 import click
 
 from bootstrap.command import ENV_FILE
+from launcher.commands.options import load, set_option
 from launcher.errors import UserError
 from launcher.logs import start_task_failure
 
@@ -170,13 +171,7 @@ def exit_code(code: int) -> int:
     is_flag=True,
     help="Forget the remembered host key of --node (all nodes of the pool without it).",
 )
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a parameter, as for `run` (e.g. --set pool.id=other).",
-)
+@set_option
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD...]")
 def ssh(
     params: Path,
@@ -197,7 +192,6 @@ def ssh(
     task's env.sh is sourced when it exists).
     """
     from launcher.client import Client
-    from launcher.params import load_params
     from launcher.ssh import HostKeyStore, NodeAccess
 
     actions = sum(bool(a) for a in (get, put, command))
@@ -208,9 +202,7 @@ def ssh(
     if all_nodes and not actions:
         raise UserError("ssh: --all-nodes needs -- CMD, --get or --put (no shell on many nodes)")
 
-    from launcher.commands.render import parse_set
-
-    loaded = load_params(params, overrides=parse_set(overrides) or None)
+    loaded = load(params, overrides)
     pool_id = loaded.pool.id
     if forget_host_key:
         store = HostKeyStore()

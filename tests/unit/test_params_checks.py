@@ -106,7 +106,7 @@ def test_bad_set_override_blames_the_flag(tmp_path: Path, override: str, message
 
 
 def test_set_keeps_a_version_as_text() -> None:
-    from launcher.commands.render import parse_set
+    from launcher.commands.options import parse_set
 
     assert parse_set(("runtime.version=3.12", "pool.dedicated_nodes=3", "pool.autoscale=true")) == {
         "runtime.version": "3.12",
