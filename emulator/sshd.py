@@ -212,6 +212,7 @@ class SshEndpoint:
                 sock, _ = self._sock.accept()
             except OSError:
                 return
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # interactive shells
             # key exchange blocks: one slow client must not hold up the next one
             threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
 
