@@ -15,7 +15,7 @@ import json
 import re
 import shlex
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -741,6 +741,7 @@ class Client:
     ) -> PoolInfo:
         """Set a fixed pool's target node counts (unchanged counts keep their value)."""
         from azure.batch import models
+        from azure.core.exceptions import ResourceExistsError
 
         pool_id = self._pool_id(pool_id)
         pool = self._get_pool(pool_id)
@@ -760,8 +761,21 @@ class Client:
         options = models.BatchPoolResizeOptions(
             {"targetDedicatedNodes": int(dedicated or 0), "targetLowPriorityNodes": int(low or 0)}
         )
-        self.batch.begin_resize_pool(pool_id, options, polling_interval=self.conn.polling_interval)
         deadline = time.monotonic() + timeout
+        for attempt in range(3):
+            try:
+                self.batch.begin_resize_pool(
+                    pool_id, options, polling_interval=self.conn.polling_interval
+                )
+                break
+            except ResourceExistsError as exc:
+                # Batch refuses a resize while one is in progress (a pool just created, or
+                # resized a moment ago): stop that one; the new target replaces it.
+                if getattr(exc.error, "code", "") != "PoolResizing" or attempt == 2:
+                    raise
+                self.batch.begin_stop_pool_resize(
+                    pool_id, polling_interval=self.conn.polling_interval
+                ).result(timeout=max(1.0, deadline - time.monotonic()))
         while True:
             current = self._get_pool(pool_id) or {}
             if not wait or current.get("allocationState") == "steady":
@@ -1137,50 +1151,56 @@ class Client:
         max_concurrency: int = 8,
         attempts: int = 5,
     ) -> list[str]:
-        """Add many tasks with the SDK's chunked, parallel `create_tasks`; return their ids.
+        """Add many tasks in chunked, parallel task-collection requests; return their ids.
 
         Tasks are submitted in the order given (Batch schedules them in the order it gets
         them): the first chunk of 100 holds the first tasks, in order, and chunks are sent in
         order (``max_concurrency`` > 1 sends up to that many chunks at once, so only the
         chunks' starts are ordered; 1 gives a strict order).
         Tasks that already exist count as added, so a resumed submission adds each task once.
-        Connection-level failures are retried (``attempts`` rounds) for the tasks left.
+        Requests that fail in transit are retried (``attempts`` rounds) for the tasks left.
+        ``tasks`` may be a generator: tasks are then built as they are sent, and an invalid one
+        stops the submission after the tasks before it were added.
         """
-        from azure.batch import models
+        from launcher.task_collection import TaskTooLarge, add_task_collection
 
-        bodies = []
-        for task in tasks:
-            spec = task if isinstance(task, TaskSpec) else TaskSpec(**dict(task))
-            bodies.append(self.task_body(job_id, spec))
-        ids = [str(b["id"]) for b in bodies]
-        if len(set(ids)) != len(ids):
-            raise UserError(f"[tasks] ids repeat within one submission to job {job_id!r}")
-        pending = bodies
-        for attempt in range(attempts):
-            try:
-                # create_tasks pops its chunks from the end of the list: reversed here,
-                # Batch gets the tasks in the order given.
-                self.batch.create_tasks(
-                    job_id,
-                    [_task_model(b) for b in reversed(pending)],
-                    max_concurrency=max_concurrency,
-                )
-                return ids
-            except models.CreateTasksError as exc:
-                failures = [
-                    f"{r.task_id}: {getattr(r.error, 'code', '')} {getattr(r.error, 'message', '')}"
-                    for r in exc.failure_tasks
-                ]
-                if failures:
-                    raise UserError(
-                        f"[tasks] {len(failures)} task(s) rejected by job {job_id!r}: "
-                        + "; ".join(failures[:3])
-                    ) from None
-                if attempt == attempts - 1:
-                    raise
-                left = {t.id for t in exc.pending_tasks}
-                pending = [b for b in bodies if b["id"] in left] or pending
-                time.sleep(min(5.0, 0.5 * 2**attempt))
+        def spec_of(task: TaskSpec | Mapping[str, Any]) -> TaskSpec:
+            return task if isinstance(task, TaskSpec) else TaskSpec(**dict(task))
+
+        repeated = f"[tasks] ids repeat within one submission to job {job_id!r}"
+        if isinstance(tasks, Sequence):  # a list is checked whole before anything is sent
+            specs = [spec_of(t) for t in tasks]
+            named = [f"{t.task_id}{t.name_suffix or ''}" for t in specs if t.task_id is not None]
+            tasks = specs
+            if len(set(named)) != len(named):
+                raise UserError(repeated)
+        ids: list[str] = []
+        seen: set[str] = set()
+
+        def bodies() -> Iterator[dict[str, Any]]:
+            # Built as chunks are sent, so building overlaps with the requests in flight (a
+            # generator of tasks is built lazily too).
+            for task in tasks:
+                body = self.task_body(job_id, spec_of(task))
+                task_id = str(body["id"])
+                if task_id in seen:
+                    raise UserError(f"{repeated}: {task_id}")
+                seen.add(task_id)
+                ids.append(task_id)
+                yield body
+
+        try:
+            result = add_task_collection(
+                self.batch, job_id, bodies(), max_concurrency=max_concurrency, attempts=attempts
+            )
+        except TaskTooLarge as exc:
+            raise UserError(f"[tasks] {exc}") from None
+        if result.refused:
+            failures = [f"{task_id}: {code} {message}" for task_id, code, message in result.refused]
+            raise UserError(
+                f"[tasks] {len(failures)} task(s) rejected by job {job_id!r}: "
+                + "; ".join(failures[:3])
+            )
         return ids
 
     # Monitoring ---------------------------------------------------------------------------
@@ -1419,21 +1439,6 @@ class Client:
 
 
 _UNUSABLE_NODE_STATES = frozenset({"starttaskfailed", "unusable"})
-
-
-def _task_model(body: Mapping[str, Any]) -> Any:
-    """A `BatchTaskCreateOptions` holding ``body`` as plain JSON.
-
-    SDK models are mutable mappings of their REST JSON; filling one through the mapping
-    interface skips the SDK's per-field deserialization of nested models, which costs ~0.3 ms
-    a task (most of the client's time when submitting 10,000 tasks) and is then undone by
-    serialization anyway.
-    """
-    from azure.batch import models
-
-    model = models.BatchTaskCreateOptions({"id": body["id"], "commandLine": body["commandLine"]})
-    model.update(body)
-    return model
 
 
 def _enum(value: Any) -> str:

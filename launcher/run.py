@@ -315,10 +315,16 @@ def _prepare_record(
 def tasks_digest(tasks: Iterable[TaskInstance]) -> str:
     """A fingerprint of the task definitions, resource file contents included, so a resumed
     run can tell that the parameter file or a script changed since it started."""
+    from launcher.params import TaskInstance
+
     digest = hashlib.sha256()
     seen: dict[str, str] = {}
+    # Field values in declaration order, not dataclasses.asdict (its deep copy took 0.6 s
+    # for 10,000 tasks); a field added to TaskInstance joins the fingerprint by itself.
+    names = [f.name for f in dataclasses.fields(TaskInstance)]
+    encode = json.JSONEncoder(sort_keys=True, default=str).encode
     for task in tasks:
-        digest.update(json.dumps(dataclasses.asdict(task), sort_keys=True, default=str).encode())
+        digest.update(encode([getattr(task, name) for name in names]).encode())
         for source in task.resource_files:
             if source not in seen:
                 path = Path(source)
@@ -415,8 +421,10 @@ def submit_run(
     if todo:
         builder = TaskBuilder(client, record.run_id, lifetime)
         builder.outputs_of = {t.id: t.outputs for t in tasks}
+        # A generator: each task is built while earlier chunks are in flight (the ids are
+        # unique, the parameter file was validated).
         client.add_tasks(
-            record.job_id, [builder.spec(t) for t in todo], max_concurrency=max_concurrency
+            record.job_id, (builder.spec(t) for t in todo), max_concurrency=max_concurrency
         )
     if params.job.on_all_tasks_complete == "terminatejob":
         client.seal_job(record.job_id)

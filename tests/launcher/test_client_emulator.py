@@ -378,3 +378,14 @@ def test_generated_task_ids_skip_ids_taken_by_another_client(client: Client) -> 
     assert client.add_task(job_id, "true", task_id="named") == "named"  # re-add: no error
     assert client.task_counts(job_id).total == 5
     client.delete_pool(pool_id)
+
+
+def test_a_resize_while_one_is_in_progress_replaces_its_target(client: Client) -> None:
+    pool_id = _uid("reresize")
+    client.create_pool(pool_id, dedicated_nodes=0)
+    client.resize_pool(pool_id, dedicated_nodes=3)  # no wait: allocating
+    assert client.batch.get_pool(pool_id).allocation_state == "resizing"
+    info = client.resize_pool(pool_id, dedicated_nodes=1, wait=True, timeout=60)
+    assert info.target_dedicated_nodes == 1 and info.allocation_state == "steady"
+    assert client.show_pool(pool_id).dedicated_nodes <= 1
+    client.delete_pool(pool_id)
