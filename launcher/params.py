@@ -373,6 +373,40 @@ class JobSection(StrictModel):
 SweepValue = str | int | float | bool
 
 
+#: A range sweep longer than this is a mistake more often than a plan (Batch jobs this
+#: large want several runs).
+MAX_SWEEP_RANGE = 1_000_000
+
+
+def _sweep_range(name: str, spec: dict[str, Any]) -> list[int]:
+    example = "e.g. { from = 1, to = 100 } or { from = 0, to = 90, step = 10 }"
+    unknown = sorted(set(spec) - {"from", "to", "step"})
+    if unknown:
+        raise ValueError(
+            f"sweep key {name!r}: a range takes from, to and step, not {', '.join(unknown)};"
+            f" {example}"
+        )
+    start, stop, step = spec.get("from"), spec.get("to"), spec.get("step", 1)
+    if not all(isinstance(x, int) and not isinstance(x, bool) for x in (start, stop, step)):
+        raise ValueError(
+            f"sweep key {name!r}: a range needs whole numbers from and to (and step); {example}"
+            " (list other values: [0.1, 0.2])"
+        )
+    assert isinstance(start, int) and isinstance(stop, int) and isinstance(step, int)
+    if step == 0 or (stop - start) * step < 0:
+        hint = f"step = {-step or -1}" if step and stop != start else "a step other than 0"
+        raise ValueError(
+            f"sweep key {name!r}: step {step} never gets from {start} to {stop}; use {hint}"
+        )
+    count = (stop - start) // step + 1
+    if count > MAX_SWEEP_RANGE:
+        raise ValueError(
+            f"sweep key {name!r}: {count} values, more than {MAX_SWEEP_RANGE:,}; split the"
+            " sweep over several runs"
+        )
+    return list(range(start, stop + (1 if step > 0 else -1), step))
+
+
 class TaskSpec(StrictModel):
     """One `[[tasks]]` entry: a command, or a sweep of it over the cartesian product."""
 
@@ -421,6 +455,17 @@ class TaskSpec(StrictModel):
         if not v.strip() or "\x00" in v:
             raise ValueError("expected a non-empty command")
         return v
+
+    @field_validator("sweep", mode="before")
+    @classmethod
+    def _sweep_ranges(cls, v: Any) -> Any:
+        """``{ from = 1, to = 10000, step = 1 }`` (both ends included) stands for the list."""
+        if not isinstance(v, dict):
+            return v
+        return {
+            name: _sweep_range(name, values) if isinstance(values, dict) else values
+            for name, values in v.items()
+        }
 
     @field_validator("sweep")
     @classmethod

@@ -264,6 +264,53 @@ def test_sweeps_expand_and_dependencies_follow(tmp_path: Path) -> None:
     )
 
 
+def test_a_sweep_range_stands_for_its_list(tmp_path: Path) -> None:
+    ranged = load_params(
+        write(
+            tmp_path,
+            '[[tasks]]\ncommand = "run {i} {j}"\n'
+            "sweep = { i = { from = 1, to = 5, step = 2 }, j = { from = 2, to = 1, step = -1 } }\n",
+        )
+    )
+    listed = load_params(
+        write(
+            tmp_path,
+            '[[tasks]]\ncommand = "run {i} {j}"\nsweep = { i = [1, 3, 5], j = [2, 1] }\n',
+            "b.toml",
+        )
+    )
+    assert ranged.tasks[0].sweep == {"i": [1, 3, 5], "j": [2, 1]}
+    assert [t.command for t in ranged.task_instances()] == [
+        t.command for t in listed.task_instances()
+    ]
+    big = load_params(
+        write(tmp_path, '[[tasks]]\ncommand = "x {i}"\nsweep = { i = { from = 0, to = 9999 } }\n')
+    )
+    ids = [t.id for t in big.task_instances()]
+    assert len(ids) == 10_000 and ids[-1] == "task1-9999"
+
+
+@pytest.mark.parametrize(
+    ("sweep", "expected"),
+    [
+        ("{ from = 1 }", "needs whole numbers from and to"),
+        ("{ from = 1.5, to = 3 }", "needs whole numbers from and to"),
+        ("{ from = 1, to = 5, stp = 2 }", "takes from, to and step, not stp"),
+        ("{ from = 5, to = 1 }", "step 1 never gets from 5 to 1; use step = -1"),
+        ("{ from = 1, to = 5, step = 0 }", "use a step other than 0"),
+        ("{ from = 0, to = 5000000 }", "5000001 values, more than 1,000,000"),
+    ],
+)
+def test_a_bad_sweep_range_says_how_to_write_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], sweep: str, expected: str
+) -> None:
+    message = error_of(
+        tmp_path, f'[[tasks]]\ncommand = "x {{i}}"\nsweep = {{ i = {sweep} }}\n', capsys
+    )
+    assert message.startswith("[[tasks]] #1 sweep: sweep key 'i': ")
+    assert expected in message
+
+
 def test_pool_kinds(tmp_path: Path) -> None:
     gallery = write(
         tmp_path,
