@@ -103,7 +103,9 @@ def test_task_errors(batch_client: Any, pool: str) -> None:
         batch_client.create_task(unique("nojob"), task("a", "true"))
 
 
-def test_retries_count_and_stop(batch_client: Any, pool: str) -> None:
+def test_retries_count_and_stop(batch_client: Any, pool: str, tmp_path: Any) -> None:
+    # The marker lives outside the node: a retry may run on another node, as on Batch.
+    marker = tmp_path / "marker"  # a pytest tmp path: no shell-special characters
     job_id = make_job(batch_client, pool, constraints=m.BatchJobConstraints(max_task_retry_count=1))
     batch_client.create_task(job_id, task("inherit", "false"))
     batch_client.create_task(
@@ -113,7 +115,7 @@ def test_retries_count_and_stop(batch_client: Any, pool: str) -> None:
         job_id,
         task(
             "flaky",
-            "/bin/sh -c 'echo try; test -e marker || { touch marker; exit 1; }'",
+            f"/bin/sh -c 'echo try; test -e {marker} || {{ touch {marker}; exit 1; }}'",
             constraints=m.BatchTaskConstraints(max_task_retry_count=2),
         ),
     )
