@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import gc
 import json
 import os
 import signal
@@ -75,6 +76,36 @@ def _server_class() -> Any:
     return Server
 
 
+class OldGenerationCollector:
+    """Collect Python's oldest GC generation when the service is idle, not mid-request.
+
+    A full collection scans every tracked object: with 100,000 tasks held that is ~150 ms
+    during which no request is answered, and CPython starts one whenever the heap has grown
+    by a quarter, i.e. in the middle of bulk submissions. The young generations stay
+    automatic (cheap, and they catch most cycles); the old one is collected after a second
+    without requests, or every `max_interval` seconds under constant load.
+    """
+
+    def __init__(self, idle_after: float = 1.0, max_interval: float = 300.0) -> None:
+        self.idle_after = idle_after
+        self.max_interval = max_interval
+        self.last = time.monotonic()
+        young, middle, _ = gc.get_threshold()
+        gc.set_threshold(young, middle, 1_000_000_000)
+
+    def tick(self, last_request: float) -> bool:
+        """Collect if due; True when it did."""
+        now = time.monotonic()
+        if gc.get_count()[2] == 0:  # nothing promoted to the old generation since the last one
+            return False
+        idle = now - last_request >= self.idle_after
+        if not idle and now - self.last < self.max_interval:
+            return False
+        gc.collect()
+        self.last = time.monotonic()
+        return True
+
+
 def serve(settings: Settings, announce: Any = None) -> None:
     """Run the service until a signal; print `BATCH_ENDPOINT=...` once ready."""
     import uvicorn
@@ -128,8 +159,10 @@ def serve(settings: Settings, announce: Any = None) -> None:
         tmp.write_text(json.dumps(info))
         os.replace(tmp, path)
         (announce or _print)(f"BATCH_ENDPOINT={endpoint}")
+        collector = OldGenerationCollector()
         while not server.should_exit:
             await asyncio.sleep(0.5)
+            collector.tick(app.last_request)
             idle = settings.idle_timeout
             busy = service.busy() or ssh.active()
             if idle and time.monotonic() - app.last_request > idle and not busy:

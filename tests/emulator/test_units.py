@@ -4,6 +4,7 @@ Batch glob patterns, and the store's batching."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from azure.batch._patch import BatchSharedKeyAuthPolicy
@@ -134,3 +135,32 @@ def test_store_keeps_the_latest_row_and_survives_reopen(tmp_path: Path) -> None:
     again = Store(tmp_path / "s.sqlite")
     assert dict(again.load("task")) == {"j/a": {"v": 1}, "j/c": {"v": 3}}
     again.close()
+
+
+@pytest.fixture
+def gc_thresholds() -> Any:
+    import gc
+
+    saved = gc.get_threshold()
+    yield
+    gc.set_threshold(*saved)
+
+
+def test_the_old_generation_is_collected_when_idle_not_mid_request(gc_thresholds: Any) -> None:
+    import gc
+    import time
+
+    from emulator.server import OldGenerationCollector
+
+    collector = OldGenerationCollector(idle_after=1.0, max_interval=300.0)
+    assert gc.get_threshold()[2] >= 1_000_000  # CPython never starts one by itself
+    gc.collect()
+    assert not collector.tick(last_request=0.0)  # nothing new in the old generation
+    gc.collect(1)  # a young collection promotes survivors: the old generation is due
+    assert gc.get_count()[2] > 0
+    assert not collector.tick(last_request=time.monotonic())  # busy: not now
+    assert collector.tick(last_request=time.monotonic() - 2.0)  # idle for 2 s: now
+    assert gc.get_count()[2] == 0
+    gc.collect(1)
+    collector.last -= 301.0  # under constant load, still at least every max_interval
+    assert collector.tick(last_request=time.monotonic())
