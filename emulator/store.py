@@ -9,6 +9,7 @@ whose completion was lost is simply requeued and run again on restart.
 from __future__ import annotations
 
 import json
+import marshal
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 KINDS = ("pool", "node", "job", "task")
+#: (kind, key, body): body is the marshalled snapshot, None to delete the row.
+Row = tuple[str, str, bytes | None]
 
 
 class Store:
@@ -31,7 +34,7 @@ class Store:
         self._dirty: dict[tuple[str, str], Callable[[], dict[str, Any]] | None] = {}
         self._write_lock = threading.Lock()
         # Rows taken but not yet committed: a cancelled background write must not lose them.
-        self._unwritten: list[list[tuple[str, str, str | None]]] = []
+        self._unwritten: list[list[Row]] = []
 
     def mark(self, kind: str, key: str, snapshot: Callable[[], dict[str, Any]]) -> None:
         """Remember that `key` changed; `snapshot()` is called at flush time."""
@@ -43,18 +46,16 @@ class Store:
     def has_pending(self) -> bool:
         return bool(self._dirty)
 
-    def take(self) -> list[tuple[str, str, str | None]]:
+    def take(self) -> list[Row]:
         """Serialise the dirty set (on the service's thread, so the snapshot is consistent)."""
         dirty, self._dirty = self._dirty, {}
-        rows: list[tuple[str, str, str | None]] = []
+        rows: list[Row] = []
         for (kind, key), snap in dirty.items():
-            rows.append(
-                (kind, key, None if snap is None else json.dumps(snap(), separators=(",", ":")))
-            )
+            rows.append((kind, key, None if snap is None else marshal.dumps(snap())))
         self._unwritten.append(rows)
         return rows
 
-    def write(self, rows: list[tuple[str, str, str | None]]) -> None:
+    def write(self, rows: list[Row]) -> None:
         """Apply serialised rows in one transaction (may run on a worker thread)."""
         if not rows:
             return
@@ -80,7 +81,7 @@ class Store:
         self.take()
         with self._write_lock:
             batches, self._unwritten = self._unwritten, []
-        latest: dict[tuple[str, str], tuple[str, str, str | None]] = {}
+        latest: dict[tuple[str, str], Row] = {}
         for batch in batches:
             for row in batch:
                 latest[(row[0], row[1])] = row
@@ -91,7 +92,9 @@ class Store:
             "SELECT key, body FROM objects WHERE kind = ? ORDER BY rowid", (kind,)
         )
         for key, body in cursor:
-            yield key, json.loads(body)
+            # marshal (4-5x faster to write than JSON: the flush runs on the service's
+            # thread); rows from older state dirs are JSON text.
+            yield key, marshal.loads(body) if isinstance(body, bytes) else json.loads(body)
 
     def close(self) -> None:
         with self._write_lock:

@@ -315,16 +315,18 @@ def _prepare_record(
 def tasks_digest(tasks: Iterable[TaskInstance]) -> str:
     """A fingerprint of the task definitions, resource file contents included, so a resumed
     run can tell that the parameter file or a script changed since it started."""
+    from operator import attrgetter
+
     from launcher.params import TaskInstance
 
-    digest = hashlib.sha256()
-    seen: dict[str, str] = {}
-    # Field values in declaration order, not dataclasses.asdict (its deep copy took 0.6 s
-    # for 10,000 tasks); a field added to TaskInstance joins the fingerprint by itself.
-    names = [f.name for f in dataclasses.fields(TaskInstance)]
+    # Every field of every task in one encoder call (a field added to TaskInstance joins the
+    # fingerprint by itself); dataclasses.asdict per task took 0.6 s for 10,000 tasks.
+    fields = attrgetter(*(f.name for f in dataclasses.fields(TaskInstance)))
+    tasks = list(tasks)
     encode = json.JSONEncoder(sort_keys=True, default=str).encode
+    digest = hashlib.sha256(encode([fields(task) for task in tasks]).encode())
+    seen: dict[str, str] = {}
     for task in tasks:
-        digest.update(encode([getattr(task, name) for name in names]).encode())
         for source in task.resource_files:
             if source not in seen:
                 path = Path(source)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
@@ -21,6 +21,19 @@ def _console() -> Console:
     from rich.console import Console
 
     return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _LazyConsole:
+    """A `rich` console made on first use: importing rich costs ~15 ms that `run --detach
+    -q` (scripts submitting many runs) never needs."""
+
+    def __init__(self) -> None:
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            self._console = _console()
+        return getattr(self._console, name)
 
 
 def _print_report(report: RunReport, console: Console) -> None:
@@ -144,7 +157,7 @@ def run(
     from launcher.client import Client
     from launcher.run import follow_run, submit_run, teardown_pool
 
-    console = _console()
+    console = cast("Console", _LazyConsole())
     loaded = load(params, overrides)
     client = Client(loaded, progress_console=console)
 

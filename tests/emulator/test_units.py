@@ -137,6 +137,25 @@ def test_store_keeps_the_latest_row_and_survives_reopen(tmp_path: Path) -> None:
     again.close()
 
 
+def test_store_reads_the_json_rows_of_an_older_state_dir(tmp_path: Path) -> None:
+    import sqlite3
+
+    Store(tmp_path / "s.sqlite").close()
+    with sqlite3.connect(tmp_path / "s.sqlite") as db:
+        db.execute(
+            "INSERT INTO objects (kind, key, body) VALUES ('job', 'j', ?)",
+            ('{"data": {"id": "j", "state": "active"}, "seq": 4}',),
+        )
+    store = Store(tmp_path / "s.sqlite")
+    store.mark("job", "k", lambda: {"data": {"id": "k"}, "seq": 5})
+    store.flush()
+    assert dict(store.load("job")) == {
+        "j": {"data": {"id": "j", "state": "active"}, "seq": 4},
+        "k": {"data": {"id": "k"}, "seq": 5},
+    }
+    store.close()
+
+
 @pytest.fixture
 def gc_thresholds() -> Any:
     import gc
