@@ -530,10 +530,14 @@ def node_failure_lines(failures: Iterable[NodeFailure]) -> list[str]:
     """Nodes whose start task failed, grouped by what failed: nodes, failing step, stderr."""
     groups: dict[tuple[str, str, str], list[NodeFailure]] = {}
     for node in failures:
-        groups.setdefault((node.failed_step, node.failure, node.stderr_tail), []).append(node)
+        # The same failure on two nodes differs only where a node names itself (its id, in
+        # hostnames or paths): grouped, it is printed once.
+        same = node.stderr_tail.replace(node.node_id, "\0")
+        groups.setdefault((node.failed_step, node.failure, same), []).append(node)
     lines = []
-    for (step, failure, tail), nodes in groups.items():
+    for (step, failure, _same), nodes in groups.items():
         first = nodes[0]
+        tail = first.stderr_tail
         code = "?" if first.exit_code is None else str(first.exit_code)
         names = ", ".join(n.node_id for n in nodes[:3]) + (" ..." if len(nodes) > 3 else "")
         lines.append(f"{len(nodes)} node(s) {first.state} (start task exit code {code}): {names}")

@@ -66,7 +66,9 @@ def test_failed_start_task_is_diagnosed_with_its_step(
     assert result.code == 1
     err = result.err
     assert "no node of the pool can run tasks: every start task failed" in err
-    assert "batchlaunch: step 'install python packages' failed" in err
+    # every node failed the same way: said once, for all of them
+    assert err.count("batchlaunch: step 'install python packages' failed") == 1
+    assert "2 node(s) starttaskfailed" in err
     assert "batchlaunch-no-such-package-4f2a9" in err
     assert "--start-task --node" in err
     assert "pool pybroken has no usable node" in err

@@ -61,3 +61,25 @@ def test_sweep_placeholders_in_outputs_become_values(tmp_path: Path) -> None:
     tasks = load_params(path).task_instances()
     assert [t.outputs for t in tasks] == [["res-1.csv", "a b/*.h5"], ["res-2.csv", "a b/*.h5"]]
     assert tasks[0].command == "sim 1 'a b'"  # the command, unlike outputs, is shell-quoted
+
+
+def test_the_same_start_task_failure_on_several_nodes_is_printed_once() -> None:
+    from launcher.client import NodeFailure
+    from launcher.run import node_failure_lines
+
+    step = "batchlaunch: step 'install python packages' failed (package: nope; exit 1)"
+
+    def node(node_id: str, error: str = "error: No solution found") -> NodeFailure:
+        tail = f"{step}\nUsing Python 3.11 environment at: /nodes/p/{node_id}/shared\n{error}"
+        return NodeFailure(node_id, "starttaskfailed", 1, "", step, tail)
+
+    lines = node_failure_lines([node("tvm-1"), node("tvm-2"), node("tvm-3", "error: disk full")])
+    assert lines[0] == "2 node(s) starttaskfailed (start task exit code 1): tvm-1, tvm-2"
+    assert lines[1] == f"    {step}"
+    assert lines[2:4] == [
+        "    | Using Python 3.11 environment at: /nodes/p/tvm-1/shared",
+        "    | error: No solution found",
+    ]
+    assert lines[4] == "1 node(s) starttaskfailed (start task exit code 1): tvm-3"
+    assert lines[-1] == "    | error: disk full"
+    assert sum(line.startswith("    | error: No solution") for line in lines) == 1
