@@ -100,9 +100,9 @@ def add_task_collection(
     A chunk whose request failed in transit (connection dropped, 5xx after the pipeline's
     own retries) is sent again, up to ``attempts`` times, and a throttled one (429) after
     the service's Retry-After: tasks it had already added come back as `TaskExists` and
-    count as existing, so every task is added once. Tasks the
-    service reports as server errors are resent the same way. Errors that retrying cannot
-    fix (job missing, authentication, a refused task) are raised or reported at once.
+    count as existing, so every task is added once. Tasks the service reports as server
+    errors are resent the same way. Errors that retrying cannot fix (job missing,
+    authentication) are raised at once; tasks the service refuses are in ``refused``.
     """
     from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
     from azure.core.rest import HttpRequest
