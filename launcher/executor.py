@@ -10,7 +10,7 @@ docs/functions.md):
 - each task's arguments as a small blob of its own (`map(chunksize=N)`: N calls per blob).
 
 Calls made in quick succession are submitted together from a background thread through
-`Client.add_tasks` (the SDK's chunked `create_tasks`), not one request per call. One monitor
+`Client.add_tasks` (chunked task-collection requests), not one request per call. One monitor
 thread polls the job's task counts (one request whatever the number of tasks) and, when
 completions happen, lists just the completed tasks it still waits for (`$filter` on state
 and id buckets, `$select` of id/executionInfo/nodeInfo), downloads their result envelopes
