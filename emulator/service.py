@@ -675,20 +675,27 @@ class Service:
             self._set_node_state(node, "idle")
             self.kick()
             return
+        # The start task is running from the moment the node shows it (a node that does not
+        # wait for it is idle at once, with startTaskInfo.state "running").
+        info: dict[str, Any] = {"state": "running", "startTime": iso(), "retryCount": 0}
+        node.data["startTaskInfo"] = info
+        self._mark_node(node)
         wait = start_task.get("waitForSuccess", True)
         if wait:
             self._set_node_state(node, "waitingforstarttask")
         else:
             self._set_node_state(node, "idle")
             self.kick()
-        ok = await self._run_start_task(node, generation, start_task)
+        ok = await self._run_start_task(node, generation, start_task, info)
         if node.generation != generation:
             return
         if wait:
             self._set_node_state(node, "idle" if ok else "starttaskfailed")
             self.kick()
 
-    async def _run_start_task(self, node: Node, generation: int, spec: dict[str, Any]) -> bool:
+    async def _run_start_task(
+        self, node: Node, generation: int, spec: dict[str, Any], info: dict[str, Any]
+    ) -> bool:
         startup = node.root / "startup"
         wd = startup / "wd"
         await asyncio.to_thread(wd.mkdir, parents=True, exist_ok=True)
@@ -697,9 +704,6 @@ class Service:
         env["AZ_BATCH_TASK_WORKING_DIR"] = str(wd)
         env.update(_env_pairs(spec.get("environmentSettings")))
         max_retries = int(spec.get("maxTaskRetryCount") or 0)
-        info: dict[str, Any] = {"state": "running", "startTime": iso(), "retryCount": 0}
-        node.data["startTaskInfo"] = info
-        self._mark_node(node)
         while True:
             failure: tuple[str, str, str] | None = None
             code: int | None = None
