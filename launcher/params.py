@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import itertools
 import json
+import math
 import os
 import re
 import shlex
@@ -373,9 +374,9 @@ class JobSection(StrictModel):
 SweepValue = str | int | float | bool
 
 
-#: A range sweep longer than this is a mistake more often than a plan (Batch jobs this
-#: large want several runs).
-MAX_SWEEP_RANGE = 1_000_000
+#: More tasks than this in one run is a mistake more often than a plan (a job this large
+#: wants several runs); also the longest range sweep.
+MAX_TASKS_PER_RUN = 1_000_000
 
 
 def _sweep_range(name: str, spec: dict[str, Any]) -> list[int]:
@@ -399,9 +400,9 @@ def _sweep_range(name: str, spec: dict[str, Any]) -> list[int]:
             f"sweep key {name!r}: step {step} never gets from {start} to {stop}; use {hint}"
         )
     count = (stop - start) // step + 1
-    if count > MAX_SWEEP_RANGE:
+    if count > MAX_TASKS_PER_RUN:
         raise ValueError(
-            f"sweep key {name!r}: {count} values, more than {MAX_SWEEP_RANGE:,}; split the"
+            f"sweep key {name!r}: {count} values, more than {MAX_TASKS_PER_RUN:,}; split the"
             " sweep over several runs"
         )
     return list(range(start, stop + (1 if step > 0 else -1), step))
@@ -574,6 +575,17 @@ class Params(StrictModel):
 
     @model_validator(mode="after")
     def _tasks_consistent(self) -> Params:
+        sizes = [math.prod(len(v) for v in task.sweep.values()) for task in self.tasks]
+        if sum(sizes) > MAX_TASKS_PER_RUN:  # checked before expanding them all
+            parts = [
+                f"#{n}: " + " x ".join(f"{len(v):,}" for v in task.sweep.values())
+                for n, task in enumerate(self.tasks, 1)
+                if len(task.sweep) and sizes[n - 1] > 1
+            ]
+            raise ValueError(
+                f"[[tasks]] sweep: {sum(sizes):,} tasks ({'; '.join(parts)}), more than"
+                f" {MAX_TASKS_PER_RUN:,} in one run; split the sweeps over several runs"
+            )
         ids = [t.id for t in self.tasks if t.id is not None]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:

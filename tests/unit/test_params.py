@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from pathlib import Path
 
@@ -309,6 +310,23 @@ def test_a_bad_sweep_range_says_how_to_write_one(
     )
     assert message.startswith("[[tasks]] #1 sweep: sweep key 'i': ")
     assert expected in message
+
+
+def test_a_run_of_more_than_a_million_tasks_is_refused_before_expanding(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (
+        '[[tasks]]\ncommand = "x {i} {j}"\n'
+        "sweep = { i = { from = 1, to = 100000 }, j = { from = 1, to = 100000 } }\n"
+        '[[tasks]]\ncommand = "y"\n'
+    )
+    started = time.perf_counter()
+    message = error_of(tmp_path, text, capsys)
+    assert time.perf_counter() - started < 5  # ten billion tasks were not expanded
+    assert message == (
+        "[[tasks]] sweep: 10,000,000,001 tasks (#1: 100,000 x 100,000), more than 1,000,000"
+        " in one run; split the sweeps over several runs"
+    )
 
 
 def test_pool_kinds(tmp_path: Path) -> None:
