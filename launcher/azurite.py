@@ -42,6 +42,22 @@ def _listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def azurite_command(binary: str, port: int, location: Path) -> list[str]:
+    """The ``azurite-blob`` command line for 127.0.0.1:PORT with its data in LOCATION
+    (``--skipApiVersionCheck``: the blob SDK is newer than Azurite's declared API version)."""
+    return [
+        binary,
+        "--skipApiVersionCheck",
+        "--loose",
+        "--blobHost",
+        "127.0.0.1",
+        "--blobPort",
+        str(port),
+        "--location",
+        str(location),
+    ]
+
+
 def find_azurite() -> str | None:
     """``azurite-blob`` on PATH, else the one `scripts/setup-test-env.sh` installs."""
     found = shutil.which("azurite-blob")
@@ -69,17 +85,7 @@ def ensure_azurite(env: Mapping[str, str] | None = None, timeout: float = 30.0) 
     data.mkdir(parents=True, exist_ok=True)
     log = (data / "azurite.log").open("ab")
     process = subprocess.Popen(
-        [
-            binary,
-            "--skipApiVersionCheck",
-            "--loose",
-            "--blobHost",
-            "127.0.0.1",
-            "--blobPort",
-            str(port),
-            "--location",
-            str(data),
-        ],
+        azurite_command(binary, port, data),
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

@@ -18,6 +18,7 @@ pytest_plugins = [
     "tests.fixtures.emulator",
     "tests.fixtures.azurite",
     "tests.fixtures.sshd",
+    "tests.fixtures.tmux",
 ]
 
 

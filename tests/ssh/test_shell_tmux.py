@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from launcher.ssh import Connection, KeyPair
-from tests.conftest import REPO, unavailable
+from tests.conftest import REPO
 from tests.fixtures.sshd import SshdServer
+from tests.fixtures.tmux import Tmux
 
 pytestmark = pytest.mark.sshd
 
@@ -33,40 +32,6 @@ with open({status!r} + ".tmp", "w") as f:
     f.write(f"{{code}}\\n{{stty}}")
 os.rename({status!r} + ".tmp", {status!r})
 """
-
-
-class Tmux:
-    def __init__(self, sock: Path) -> None:
-        self.sock = sock
-
-    def __call__(self, *args: str) -> str:
-        return subprocess.run(
-            ["tmux", "-S", str(self.sock), "-f", "/dev/null", *args],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-
-    def screen(self) -> str:
-        return self("capture-pane", "-p", "-t", "t")
-
-    def wait_for(self, pattern: str, timeout: float = 10) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self.screen()
-            if re.search(pattern, text, re.M):
-                return text
-            time.sleep(0.1)
-        raise AssertionError(f"{pattern!r} never appeared on screen:\n{self.screen()}")
-
-
-@pytest.fixture
-def tmux(tmp_path: Path) -> Iterator[Tmux]:
-    if shutil.which("tmux") is None:
-        unavailable("tmux not installed (apt-get install tmux)")
-    t = Tmux(tmp_path / "tmux.sock")
-    yield t
-    subprocess.run(["tmux", "-S", str(t.sock), "kill-server"], capture_output=True)
 
 
 def test_interactive_shell_in_tmux(

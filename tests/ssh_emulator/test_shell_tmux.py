@@ -5,56 +5,15 @@ from __future__ import annotations
 
 import re
 import shlex
-import shutil
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import unavailable
+from tests.fixtures.tmux import Tmux
 from tests.ssh_emulator.conftest import Cluster
 
 pytestmark = pytest.mark.emulator
-
-
-class Tmux:
-    def __init__(self, sock: Path) -> None:
-        self.sock = sock
-
-    def __call__(self, *args: str) -> str:
-        return subprocess.run(
-            ["tmux", "-S", str(self.sock), "-f", "/dev/null", *args],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-
-    def screen(self) -> str:
-        return self("capture-pane", "-p", "-t", "t")
-
-    def wait_for(self, pattern: str, timeout: float = 15) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self.screen()
-            if re.search(pattern, text, re.M):
-                return text
-            time.sleep(0.1)
-        raise AssertionError(f"{pattern!r} never appeared on screen:\n{self.screen()}")
-
-    def type(self, text: str) -> None:
-        self("send-keys", "-t", "t", "-l", text)
-        self("send-keys", "-t", "t", "Enter")
-
-
-@pytest.fixture
-def tmux(tmp_path: Path) -> Iterator[Tmux]:
-    if shutil.which("tmux") is None:
-        unavailable("tmux not installed (apt-get install tmux)")
-    t = Tmux(tmp_path / "tmux.sock")
-    yield t
-    subprocess.run(["tmux", "-S", str(t.sock), "kill-server"], capture_output=True)
 
 
 def test_interactive_shell_on_a_node(cluster: Cluster, tmux: Tmux, tmp_path: Path) -> None:
