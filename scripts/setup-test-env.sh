@@ -2,7 +2,7 @@
 # Installs everything the test suite needs from the project's own files:
 #   - a virtual environment .venv with batchlaunch and its [test] extras (pip/uv, PyPI)
 #   - Azurite under tools/azurite/node_modules (npm)
-#   - OpenSSH server, R with jsonlite, tmux (apt, when root and missing)
+#   - OpenSSH server, R with jsonlite, tmux, npm (apt, when root and missing)
 # Idempotent: a second run checks and returns quickly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +25,7 @@ command -v ssh-keygen >/dev/null 2>&1 || need_apt+=(openssh-client)
 command -v Rscript >/dev/null 2>&1 || need_apt+=(r-base-core)
 [ -d /usr/lib/R/site-library/jsonlite ] || [ -d /usr/lib/R/library/jsonlite ] || need_apt+=(r-cran-jsonlite)
 command -v tmux >/dev/null 2>&1 || need_apt+=(tmux)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)  # for Azurite (pulls in nodejs)
 if [ "${#need_apt[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         log "apt-get install ${need_apt[*]}"
