@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import random
+import re
 import shutil
 import signal
 import threading
@@ -32,6 +33,7 @@ from emulator.store import Store
 from emulator.util import INFINITE, etag, iso, now, parse_iso, seconds
 
 log = logging.getLogger("emulator")
+_ASCII_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 BOOT_DELAY = 0.05
 DELETE_DELAY = 0.2
@@ -70,9 +72,9 @@ NODE_STATES = (
 )
 
 
-def _touch(data: dict[str, Any]) -> None:
+def _touch(data: dict[str, Any], stamp: str | None = None) -> None:
     data["eTag"] = etag()
-    data["lastModified"] = iso()
+    data["lastModified"] = stamp or iso()
 
 
 def _set_state(data: dict[str, Any], state: str, previous: bool = True) -> None:
@@ -1119,15 +1121,16 @@ class Service:
     def add_task(self, job_id: str, body: dict[str, Any]) -> Task:
         job = self._mutable_job(job_id)
         self._check_new_task(job, body)
-        return self._insert_task(job, body)
+        return self._insert_task(job, body, iso())
 
     def add_tasks(self, job_id: str, values: list[dict[str, Any]]) -> list[dict[str, Any]]:
         job = self._mutable_job(job_id)
         results = []
+        stamp = iso()  # one request, one creation time (formatting it per task cost 20%)
         for body in values:
             try:
                 self._check_new_task(job, body)
-                task = self._insert_task(job, body)
+                task = self._insert_task(job, body, stamp)
                 results.append(
                     {
                         "status": "success",
@@ -1155,9 +1158,8 @@ class Service:
                 )
         return results
 
-    def _insert_task(self, job: Job, body: dict[str, Any]) -> Task:
+    def _insert_task(self, job: Job, body: dict[str, Any], stamp: str) -> Task:
         data = dict(body)
-        stamp = iso()
         job_constraints = job.data.get("constraints") or {}
         constraints = dict(data.get("constraints") or {})
         constraints.setdefault(
@@ -1174,7 +1176,7 @@ class Service:
             stateTransitionTime=stamp,
             executionInfo={"retryCount": 0, "requeueCount": 0},
         )
-        _touch(data)
+        _touch(data, stamp)
         job.task_serial += 1
         task = Task(job, data, job.task_serial)
         job.tasks[task.id] = task
@@ -1188,7 +1190,12 @@ class Service:
 
     def _register_dependencies(self, task: Task) -> None:
         job = task.job
-        deps = task.data.get("dependsOn") or {}
+        deps = task.data.get("dependsOn")
+        if not deps:
+            task.pending = 0
+            if not task.blocked:
+                self._enqueue(task)
+            return
         parents: set[str] = set(deps.get("taskIds") or [])
         for rng in deps.get("taskIdRanges") or []:
             parents.update(str(i) for i in range(int(rng["start"]), int(rng["end"]) + 1))
@@ -1973,6 +1980,8 @@ def _require_id(body: dict[str, Any], key: str) -> str:
     if not value:
         raise missing(key)
     text = str(value)
+    if _ASCII_ID.fullmatch(text):  # the common case, without a per-character loop
+        return text
     if len(text) > 64 or not all(c.isalnum() or c in "-_" for c in text):
         raise invalid(key, "up to 64 letters, digits, hyphens and underscores")
     return text

@@ -183,3 +183,27 @@ def test_the_old_generation_is_collected_when_idle_not_mid_request(gc_thresholds
     gc.collect(1)
     collector.last -= 301.0  # under constant load, still at least every max_interval
     assert collector.tick(last_request=time.monotonic())
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("task-0001_a", True),
+        ("x" * 64, True),
+        ("x" * 65, False),
+        ("tâche", True),  # str.isalnum, as before the ASCII fast path
+        ("a b", False),
+        ("a/b", False),
+        ("", False),
+    ],
+)
+def test_ids_are_checked_the_same_with_or_without_the_ascii_fast_path(
+    value: str, ok: bool
+) -> None:
+    from emulator.service import _require_id
+
+    if ok:
+        assert _require_id({"id": value}, "id") == value
+    else:
+        with pytest.raises(BatchError):
+            _require_id({"id": value}, "id")
