@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from packaging.requirements import Requirement
 
 from bootstrap.spec import POOL_KINDS, PoolKind, PythonRuntime, RuntimeSpec
 
@@ -128,6 +127,8 @@ def render_start_task(
     package_names: list[str] = []
     if isinstance(runtime, PythonRuntime):
         index = index or runtime.index_url or DEFAULT_SIMPLE_INDEX
+        from packaging.requirements import Requirement  # only Python runtimes need it
+
         package_names = [Requirement(p).name for p in runtime.packages]
     return (
         template_env()

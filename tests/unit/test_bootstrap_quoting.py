@@ -36,5 +36,13 @@ def test_wrap_command_is_always_three_words_ending_in_the_command(command: str) 
     assert argv[2].endswith("\n" + command)
 
 
+@given(TEXT.filter(lambda s: s.strip() != ""))
+def test_wrap_command_is_exactly_shlex_quote_of_the_prelude_and_command(command: str) -> None:
+    # The prelude is quoted once ahead of time; the result must not drift from shlex.quote.
+    from bootstrap.command import PRELUDE
+
+    assert wrap_command(command) == "/bin/bash -c " + shlex.quote(PRELUDE + command)
+
+
 def test_start_task_command_runs_the_shipped_file() -> None:
     assert shlex.split(start_task_command()) == ["/bin/bash", "batchlaunch-start.sh"]
