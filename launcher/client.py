@@ -13,7 +13,6 @@ import functools
 import hashlib
 import json
 import re
-import shlex
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from launcher.batch import BatchConnection, auth_error_message, connect
 from launcher.errors import UserError
+from launcher.gc_pause import paused_gc
 from launcher.images import CATALOG, alias_for, resolve_image
 from launcher.storage import Store, check_blob_name, check_container_name, open_store
 
@@ -982,6 +982,9 @@ class Client:
         return True
 
     def _meta(self, job_id: str) -> dict[str, str]:
+        meta = self._job_meta.get(job_id)
+        if meta is not None:  # called once per task: no import statement on this path
+            return meta
         from azure.core.exceptions import ResourceNotFoundError
 
         if job_id not in self._job_meta:
@@ -1039,9 +1042,10 @@ class Client:
             constraints["maxTaskRetryCount"] = int(task.max_retries)
         if constraints:
             body["constraints"] = constraints
+        # Plain dicts are shared, not copied: the body is only serialized.
         if task.resource_files:
-            body["resourceFiles"] = [dict(r) for r in task.resource_files]
-        outputs = [dict(o) for o in task.output_files]
+            body["resourceFiles"] = [r if type(r) is dict else dict(r) for r in task.resource_files]
+        outputs = [o if type(o) is dict else dict(o) for o in task.output_files]
         logs = meta.get(LOGS_METADATA)
         if logs:
             container, _, folder = logs.partition("/")
@@ -1190,9 +1194,10 @@ class Client:
                 yield body
 
         try:
-            result = add_task_collection(
-                self.batch, job_id, bodies(), max_concurrency=max_concurrency, attempts=attempts
-            )
+            with paused_gc():  # ~30 small containers per task, no cycles among them
+                result = add_task_collection(
+                    self.batch, job_id, bodies(), max_concurrency=max_concurrency, attempts=attempts
+                )
         except TaskTooLarge as exc:
             raise UserError(f"[tasks] {exc}") from None
         if result.refused:
@@ -1526,11 +1531,9 @@ def _describe_difference(existing: Mapping[str, Any], wanted: Mapping[str, Any])
 
 def _wrap(command: str) -> str:
     """The Batch command line for a shell command (sources the node's runtime env)."""
-    try:
-        from bootstrap import wrap_command
-    except ImportError:
-        return f"/bin/bash -c {shlex.quote(command)}"
-    return str(wrap_command(command))
+    from bootstrap.command import wrap_command
+
+    return wrap_command(command)
 
 
 __all__ = [

@@ -47,6 +47,7 @@ from bootstrap.spec import (
     check_env_value,
 )
 from launcher.errors import UserError
+from launcher.gc_pause import paused_gc
 
 ENDPOINT_ENV = "AZURE_BATCH_ENDPOINT"
 ACCOUNT_ENV = "AZURE_BATCH_ACCOUNT"
@@ -617,6 +618,8 @@ class Params(StrictModel):
     def _check_cycles(self, instances: list[TaskInstance]) -> None:
         """A dependency cycle (or a task depending on itself) would leave tasks waiting
         forever on Batch: refuse it here, naming the cycle."""
+        if not any(inst.depends_on for inst in instances):
+            return  # no edges, no cycle (a plain sweep: 10,000 tasks walked for nothing)
         entry_of = {}
         for n, (_task, ids) in enumerate(_entry_ids(self), 1):
             for task_id in ids:
@@ -727,24 +730,32 @@ class TaskInstance:
     coordination_command: str | None = None
 
 
-def _substitute(command: str, values: Mapping[str, SweepValue]) -> str:
-    """Replace ``{key}`` (not ``${key}``) by the shell-quoted sweep value."""
+class _Template:
+    """A command or pattern with ``{key}`` placeholders (not ``${key}``), split once.
 
-    def repl(match: re.Match[str]) -> str:
-        name = match.group(1)
-        return shlex.quote(_sweep_str(values[name])) if name in values else match.group(0)
+    A sweep fills the same text thousands of times; splitting it once and joining the pieces
+    costs a fifth of a regex substitution per task.
+    """
 
-    return _PLACEHOLDER.sub(repl, command)
+    def __init__(self, text: str) -> None:
+        # [literal, name, literal, name, ..., literal]
+        self.parts = _PLACEHOLDER.split(text)
 
-
-def _substitute_plain(pattern: str, values: Mapping[str, SweepValue]) -> str:
-    """``{key}`` in an output pattern becomes the sweep value as text (no shell involved)."""
-
-    def repl(match: re.Match[str]) -> str:
-        name = match.group(1)
-        return _sweep_str(values[name]) if name in values else match.group(0)
-
-    return _PLACEHOLDER.sub(repl, pattern)
+    def fill(self, texts: Mapping[str, str], *, quote: bool) -> str:
+        """The text with each known ``{key}`` replaced by ``texts[key]`` (the sweep value as
+        text, see `_sweep_str`), shell-quoted when ``quote``; unknown keys stay as written."""
+        parts = self.parts
+        if len(parts) == 1:
+            return parts[0]
+        out = [parts[0]]
+        for i in range(1, len(parts), 2):
+            name = parts[i]
+            if name in texts:
+                out.append(shlex.quote(texts[name]) if quote else texts[name])
+            else:
+                out.append("{" + name + "}")
+            out.append(parts[i + 1])
+        return "".join(out)
 
 
 def _sweep_str(value: SweepValue) -> str:
@@ -775,6 +786,11 @@ def expand_tasks(params: Params) -> list[TaskInstance]:
     a sweep gives ``ID-0``, ``ID-1``, ... `depends_on` may name an entry's `id` (all of its
     tasks) or one expanded ID.
     """
+    with paused_gc():
+        return _expand(params)
+
+
+def _expand(params: Params) -> list[TaskInstance]:
     entries = _entry_ids(params)
     by_entry = {task.id: ids for task, ids in entries if task.id is not None}
     out: list[TaskInstance] = []
@@ -784,36 +800,45 @@ def expand_tasks(params: Params) -> list[TaskInstance]:
             deps.extend(by_entry.get(dep, [dep]))
         names = list(task.sweep)
         combos = itertools.product(*task.sweep.values()) if names else [()]
+        command = _Template(task.command)
+        outputs = [_Template(o) for o in task.outputs]
+        coordination = (
+            _Template(task.coordination_command) if task.coordination_command is not None else None
+        )
+        # The same for every task of the entry: worked out once, not 10,000 times.
+        sweep_env = [(name, f"BATCHLAUNCH_SWEEP_{name.upper()}") for name in names]
+        max_wall_clock = task.max_wall_clock_minutes or params.job.max_wall_clock_minutes
+        max_retries = (
+            task.max_task_retries
+            if task.max_task_retries is not None
+            else params.job.max_task_retries
+        )
+        image = task.container_image or params.pool.container_image
         for task_id, combo in zip(ids, combos, strict=True):
             values = dict(zip(names, combo, strict=True))
+            texts = {name: _sweep_str(value) for name, value in values.items()}
+            environment = dict(task.environment)
+            for name, variable in sweep_env:
+                environment[variable] = texts[name]
             out.append(
                 TaskInstance(
                     id=task_id,
-                    command=_substitute(task.command, values),
+                    command=command.fill(texts, quote=True),
                     resource_files=list(task.resource_files),
-                    outputs=[_substitute_plain(o, values) for o in task.outputs],
+                    outputs=[o.fill(texts, quote=False) for o in outputs],
                     depends_on=deps,
                     depends_on_range=task.depends_on_range,
                     run_dependents_on_failure=task.run_dependents_on_failure,
-                    max_wall_clock_minutes=task.max_wall_clock_minutes
-                    or params.job.max_wall_clock_minutes,
-                    max_task_retries=task.max_task_retries
-                    if task.max_task_retries is not None
-                    else params.job.max_task_retries,
-                    container_image=task.container_image or params.pool.container_image,
-                    environment={
-                        **task.environment,
-                        **{
-                            f"BATCHLAUNCH_SWEEP_{k.upper()}": _sweep_str(v)
-                            for k, v in values.items()
-                        },
-                    },
+                    max_wall_clock_minutes=max_wall_clock,
+                    max_task_retries=max_retries,
+                    container_image=image,
+                    environment=environment,
                     required_slots=task.required_slots,
                     sweep=values,
                     parent_outputs=task.parent_outputs,
                     nodes=task.nodes,
-                    coordination_command=_substitute(task.coordination_command, values)
-                    if task.coordination_command is not None
+                    coordination_command=coordination.fill(texts, quote=True)
+                    if coordination is not None
                     else None,
                 )
             )

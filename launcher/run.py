@@ -178,6 +178,9 @@ class TaskBuilder:
         self._read_url: str | None = None
         #: Each task's declared outputs by id (for `parent_outputs`).
         self.outputs_of: dict[str, list[str]] | None = None
+        from launcher.client import TaskSpec
+
+        self._task_spec = TaskSpec  # spec() runs once per task: no import statement there
 
     def resource(self, source: str) -> dict[str, str]:
         if source not in self._resources:
@@ -257,9 +260,7 @@ class TaskBuilder:
         return self._read_url
 
     def spec(self, task: TaskInstance) -> TaskSpec:
-        from launcher.client import TaskSpec
-
-        return TaskSpec(
+        return self._task_spec(
             command=self.parent_relocation(task) + task.command,
             task_id=task.id,
             depends_on=tuple(task.depends_on),

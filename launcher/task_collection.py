@@ -41,17 +41,31 @@ class TaskTooLarge(ValueError):
     """One task's JSON alone exceeds the request size limit."""
 
 
+_encode = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+
+
 @dataclass
 class _Chunk:
     ids: list[str]
-    parts: list[str]  # each task's JSON text
+    bodies: list[dict[str, Any]]
+    text: str | None = None  # the JSON array of `bodies`, once encoded
 
     def payload(self) -> bytes:
-        return ('{"value":[' + ",".join(self.parts) + "]}").encode()
+        if self.text is None:
+            self.text = _encode(self.bodies)
+        return ('{"value":' + self.text + "}").encode()
 
     def halves(self) -> tuple[_Chunk, _Chunk]:
-        mid = len(self.parts) // 2
-        return _Chunk(self.ids[:mid], self.parts[:mid]), _Chunk(self.ids[mid:], self.parts[mid:])
+        mid = len(self.bodies) // 2
+        return self.subset(range(mid)), self.subset(range(mid, len(self.bodies)))
+
+    def subset(self, keep: Iterable[int]) -> _Chunk:
+        positions = list(keep)
+        return _Chunk([self.ids[i] for i in positions], [self.bodies[i] for i in positions])
+
+
+#: Room for the ``{"value":[...]}`` around the tasks (the per-task path adds one comma each).
+_ENVELOPE = 16
 
 
 def chunks(
@@ -60,27 +74,41 @@ def chunks(
     max_bytes: int = MAX_REQUEST_BYTES,
 ) -> Iterator[_Chunk]:
     """Consecutive chunks in the order given, each within both limits."""
-    encode = json.JSONEncoder(separators=(",", ":")).encode
-    ids: list[str] = []
-    parts: list[str] = []
-    size = 16
+    group: list[dict[str, Any]] = []
     for body in bodies:
-        text = encode(body)
-        grow = len(text.encode()) + 1
-        if 16 + grow > max_bytes:
+        group.append(body)
+        if len(group) >= max_tasks:
+            yield from _cut(group, max_tasks, max_bytes)
+            group = []
+    if group:
+        yield from _cut(group, max_tasks, max_bytes)
+
+
+def _cut(group: list[dict[str, Any]], max_tasks: int, max_bytes: int) -> Iterator[_Chunk]:
+    """`group` as one chunk when it fits (one encoder call for all of it: the common case),
+    else cut by size, task by task."""
+    ids = [str(body["id"]) for body in group]
+    text = _encode(group)  # ASCII (ensure_ascii): characters are bytes
+    if len(text) + _ENVELOPE <= max_bytes:
+        yield _Chunk(ids, group, text)
+        return
+    current: list[int] = []
+    size = _ENVELOPE
+    for i, body in enumerate(group):
+        grow = len(_encode(body)) + 1
+        if _ENVELOPE + grow > max_bytes:
             raise TaskTooLarge(
                 f"task {body.get('id')!r} is {grow} bytes of JSON, over Batch's request limit"
                 f" of {max_bytes} bytes; ship large command lines or environments as"
                 " resource files"
             )
-        if parts and (len(parts) >= max_tasks or size + grow > max_bytes):
-            yield _Chunk(ids, parts)
-            ids, parts, size = [], [], 16
-        ids.append(str(body["id"]))
-        parts.append(text)
+        if current and (len(current) >= max_tasks or size + grow > max_bytes):
+            yield _Chunk([ids[j] for j in current], [group[j] for j in current])
+            current, size = [], _ENVELOPE
+        current.append(i)
         size += grow
-    if parts:
-        yield _Chunk(ids, parts)
+    if current:
+        yield _Chunk([ids[j] for j in current], [group[j] for j in current])
 
 
 def add_task_collection(
@@ -149,7 +177,7 @@ def add_task_collection(
             except HttpResponseError as exc:
                 status = exc.status_code or 0
                 if status == 413 or getattr(exc.error, "code", "") == "RequestBodyTooLarge":
-                    if len(current.parts) == 1:
+                    if len(current.bodies) == 1:
                         raise TaskTooLarge(
                             f"task {current.ids[0]!r} was refused as too large"
                             " (RequestBodyTooLarge); ship large parts as resource files"
@@ -176,10 +204,7 @@ def add_task_collection(
                         f" {attempts} attempts, e.g. {sorted(retry)[0]}"
                     )
                 keep = [i for i, task_id in enumerate(current.ids) if task_id in retry]
-                again(
-                    _Chunk([current.ids[i] for i in keep], [current.parts[i] for i in keep]),
-                    _backoff(failures),
-                )
+                again(current.subset(keep), _backoff(failures))
 
     if max_concurrency <= 1:
         for chunk in chunks(bodies, max_bytes=max_bytes):

@@ -49,6 +49,16 @@ def test_chunks_keep_order_and_both_limits() -> None:
     assert [len(c.ids) for c in chunks(_bodies(250))] == [100, 100, 50]
 
 
+def test_chunk_sizes_count_the_bytes_sent_not_the_characters() -> None:
+    # Non-ASCII text goes out escaped (\u00e9: 6 bytes for 1 character); the byte limit holds.
+    bodies = [{"id": f"t{i:05d}", "commandLine": "echo " + "é" * 200} for i in range(60)]
+    cut = list(chunks(bodies, max_tasks=100, max_bytes=20_000))
+    assert len(cut) > 1 and all(len(c.payload()) <= 20_000 for c in cut)
+    assert [v["commandLine"] for c in cut for v in json.loads(c.payload())["value"]] == [
+        b["commandLine"] for b in bodies
+    ]
+
+
 def test_a_task_too_large_for_any_request_is_named() -> None:
     bodies = [*_bodies(1), {"id": "t00001", "commandLine": "x" * 5000}]
     with pytest.raises(TaskTooLarge, match=r"'t00001'.*resource files"):
