@@ -92,15 +92,23 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(130)
 
 
-def entry() -> None:
-    """The `batchlaunch` console script: `main`, then exit without a last full collection.
+#: Young-generation size before a cyclic collection (CPython's default: 700 allocations).
+GC_THRESHOLDS = (100_000, 50, 100)
 
-    Interpreter shutdown runs the cyclic garbage collector over every object the imports
-    made (azure-batch's models, pydantic's schemas): ~40 ms, 7% of a 10,000-task `run
-    --detach`, to free memory the OS takes back anyway. Freezing them first skips that;
-    atexit handlers (logging's flush) still run, and objects are still freed by reference
-    counting. `main` itself leaves the collector alone, for callers that keep running.
+
+def entry() -> None:
+    """The `batchlaunch` console script: `main` with the collector tuned for a CLI.
+
+    Startup and a bulk run allocate ~10^6 objects, nearly none in a cycle. With CPython's
+    defaults (a young collection every 700 allocations, a full one whenever the heap grew
+    by a quarter) collecting took ~6% of a 10,000-task `run --detach`; rarer collections
+    still find the cycles, with at most ~10^5 young objects waiting. At exit the
+    interpreter would run one more full pass over every object the imports made (~40 ms,
+    to free memory the OS takes back anyway); freezing the heap first skips it. atexit
+    handlers (logging's flush) still run, and reference counting still frees objects.
+    `main` itself leaves the collector alone, for callers that keep running.
     """
+    gc.set_threshold(*GC_THRESHOLDS)
     code: int | str | None = 1
     try:
         code = main()

@@ -703,9 +703,13 @@ class Params(StrictModel):
 # tasks: sweeps expanded
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TaskInstance:
     """One Batch task after sweep expansion; `command` still needs `bootstrap.wrap_command`.
+
+    Read-only by convention: `Params.task_instances` hands out the same objects each time.
+    (Not ``frozen``: a frozen dataclass sets each field through ``object.__setattr__``,
+    which made creating 10,000 of them 4x slower.)
 
     `resource_files` are absolute local paths (or http(s) URLs), to be placed under their
     base name in the task's working directory; `environment` includes the sweep values as

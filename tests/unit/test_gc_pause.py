@@ -47,10 +47,13 @@ def test_the_console_script_exits_with_mains_code_and_freezes_the_heap(
         return outcome
 
     monkeypatch.setattr(launcher.cli, "main", main)
+    thresholds = gc.get_threshold()
     try:
         with pytest.raises(SystemExit) as exited:
             launcher.cli.entry()
         assert exited.value.code == code
         assert gc.get_freeze_count() > 0  # the interpreter's last full collection is skipped
+        assert gc.get_threshold() == launcher.cli.GC_THRESHOLDS
     finally:
         gc.unfreeze()  # this test process keeps running
+        gc.set_threshold(*thresholds)
