@@ -197,9 +197,7 @@ def test_the_old_generation_is_collected_when_idle_not_mid_request(gc_thresholds
         ("", False),
     ],
 )
-def test_ids_are_checked_the_same_with_or_without_the_ascii_fast_path(
-    value: str, ok: bool
-) -> None:
+def test_ids_are_checked_the_same_with_or_without_the_ascii_fast_path(value: str, ok: bool) -> None:
     from emulator.service import _require_id
 
     if ok:

@@ -10,6 +10,7 @@ import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
+from typing import ClassVar
 
 import pytest
 from azure.core.exceptions import AzureError
@@ -20,9 +21,9 @@ KEY = "a2V5LWZvci10ZXN0cy1vbmx5"
 
 
 class _RecordingProxy(BaseHTTPRequestHandler):
-    seen: list[str] = []
+    seen: ClassVar[list[str]] = []
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         type(self).seen.append(self.path)  # a proxied request carries the absolute URL
         body = b'{"odata.metadata":"x","code":"PoolNotFound","message":{"value":"no"}}'
         self.send_response(404)
