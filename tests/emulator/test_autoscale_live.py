@@ -253,6 +253,14 @@ def _running_pair(sdk: Any, tmp_path: Path) -> tuple[str, str, dict[str, str]]:
     )
     placed = {t.id: t.node_info.node_id for t in running}
     assert len(set(placed.values())) == 2
+    # "running" is set as the process is launched; on a loaded machine the shell may not have
+    # run its first line yet, and a shrink then would find nothing started to stop.
+    wait_for(
+        lambda: [(tmp_path / name).exists() for name in ("a", "b")],
+        all,
+        20,
+        "both commands started",
+    )
     return pool_id, job_id, placed
 
 
