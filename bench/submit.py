@@ -2,8 +2,9 @@
 
 Both run side by side against the same emulator, on a pool with no nodes (so the tasks
 queue and only submission is measured). The baseline is how the tools our users come from
-submit: one REST call per task. Targets: batchlaunch >= 20x faster, and a progress poll of
-a 10,000-task job costs at most 2 requests.
+submit: one REST call per task, sending the same task definitions as `batchlaunch run`, in
+slices interleaved with the CLI runs. Targets: batchlaunch >= 20x faster, and a progress
+poll of a 10,000-task job costs at most 2 requests.
 
 On loopback a request costs ~1 ms, far less than from a laptop to an Azure region, which
 flatters the one-call-per-task baseline. So the comparison is made twice: with no added

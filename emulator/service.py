@@ -1126,7 +1126,7 @@ class Service:
     def add_tasks(self, job_id: str, values: list[dict[str, Any]]) -> list[dict[str, Any]]:
         job = self._mutable_job(job_id)
         results = []
-        stamp = iso()  # one request, one creation time (formatting it per task cost 20%)
+        stamp = iso()  # one request, one creation time (strftime twice per task: ~10% of an add)
         for body in values:
             try:
                 self._check_new_task(job, body)

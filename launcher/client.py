@@ -987,14 +987,14 @@ class Client:
             return meta
         from azure.core.exceptions import ResourceNotFoundError
 
-        if job_id not in self._job_meta:
-            try:
-                self._job_meta[job_id] = _metadata(self.batch.get_job(job_id).as_dict())
-            except ResourceNotFoundError:
-                raise UserError(
-                    f"[job] job {job_id!r} not found; create it first (create_job)"
-                ) from None
-        return self._job_meta[job_id]
+        try:
+            meta = _metadata(self.batch.get_job(job_id).as_dict())
+        except ResourceNotFoundError:
+            raise UserError(
+                f"[job] job {job_id!r} not found; create it first (create_job)"
+            ) from None
+        self._job_meta[job_id] = meta
+        return meta
 
     # Tasks --------------------------------------------------------------------------------
 

@@ -738,7 +738,7 @@ class _Template:
     """A command or pattern with ``{key}`` placeholders (not ``${key}``), split once.
 
     A sweep fills the same text thousands of times; splitting it once and joining the pieces
-    costs a fifth of a regex substitution per task.
+    costs about a third of a regex substitution per task (0.75 against 2.0 µs).
     """
 
     def __init__(self, text: str) -> None:
